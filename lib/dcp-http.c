@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The HTTP client.
+ *
+ * libcurl (and through it OpenSSL, nghttp2, libssh2, LDAP, Kerberos...) is
+ * loaded with dlopen() the first time something is to be sent.  Linking it
+ * would cost every run a few milliseconds of dynamic loading before main(),
+ * which is most of the time of a run that skips or rate-limits.
+ *
+ * The contract with the proxy: POST the raw token, nothing else.  200 is
+ * done, 410 means the token is dead, anything else is worth a retry.  We
+ * never follow redirects (a redirect is "anything else") and read at most
+ * RESPONSE_MAX bytes of an answer. */
+#include "dcp-http.h"
+
+#include <dlfcn.h>
+#include <gio/gio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "dcp-error.h"
+
+#ifndef DCP_LIBCURL_SONAME
+#define DCP_LIBCURL_SONAME "libcurl.so.4"
+#endif
+
+#define RESPONSE_MAX 65536
+#define BACKOFF_FIRST_US (250 * 1000)
+#define BACKOFF_MAX_US (2 * G_USEC_PER_SEC)
+/* don't start an attempt that cannot possibly complete */
+#define ATTEMPT_MIN_US (100 * 1000)
+
+typedef struct {
+  CURLcode (*global_init) (long flags);
+  CURL *(*easy_init) (void);
+  CURLcode (*easy_setopt) (CURL *curl, CURLoption option, ...);
+  CURLcode (*easy_perform) (CURL *curl);
+  CURLcode (*easy_getinfo) (CURL *curl, CURLINFO info, ...);
+  void (*easy_cleanup) (CURL *curl);
+  const char *(*easy_strerror) (CURLcode code);
+  struct curl_slist *(*slist_append) (struct curl_slist *list, const char *s);
+  void (*slist_free_all) (struct curl_slist *list);
+} CurlApi;
+
+struct _DcpHttp {
+  CurlApi api;
+  CURL *curl;
+  struct curl_slist *headers;
+  gsize received;
+  gboolean overflow;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+static gboolean
+is_loopback (const gchar *host)
+{
+  g_autoptr (GInetAddress) addr = NULL;
+  gsize len = strlen (host);
+
+  if (g_ascii_strcasecmp (host, "localhost") == 0)
+    return TRUE;
+  if (len > 2 && host[0] == '[' && host[len - 1] == ']')
+    {
+      g_autofree gchar *inner = g_strndup (host + 1, len - 2);
+      addr = g_inet_address_new_from_string (inner);
+    }
+  else
+    addr = g_inet_address_new_from_string (host);
+  return addr != NULL && g_inet_address_get_is_loopback (addr);
+}
+
+gboolean
+dcp_url_check (const gchar *url, GError **error)
+{
+  g_autoptr (GUri) uri = NULL;
+  g_autoptr (GError) local = NULL;
+  const gchar *scheme, *host;
+
+  uri = g_uri_parse (url, G_URI_FLAGS_NONE, &local);
+  if (uri == NULL)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "invalid URL \"%s\": %s", url,
+                   local->message);
+      return FALSE;
+    }
+  scheme = g_uri_get_scheme (uri);
+  host = g_uri_get_host (uri);
+  if (host == NULL || *host == '\0')
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "URL \"%s\" has no host", url);
+      return FALSE;
+    }
+  if (g_ascii_strcasecmp (scheme, "https") == 0)
+    return TRUE;
+  if (g_ascii_strcasecmp (scheme, "http") == 0)
+    {
+      if (is_loopback (host))
+        return TRUE;
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "plain http:// is allowed only for loopback hosts, not \"%s\"", host);
+      return FALSE;
+    }
+  g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "URL \"%s\" is neither https:// nor http://",
+               url);
+  return FALSE;
+}
+
+static gboolean
+load_curl (CurlApi *api, GError **error)
+{
+  void *h = dlopen (DCP_LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+  struct {
+    const char *name;
+    void **slot;
+  } syms[] = {
+    { "curl_global_init", (void **) &api->global_init },
+    { "curl_easy_init", (void **) &api->easy_init },
+    { "curl_easy_setopt", (void **) &api->easy_setopt },
+    { "curl_easy_perform", (void **) &api->easy_perform },
+    { "curl_easy_getinfo", (void **) &api->easy_getinfo },
+    { "curl_easy_cleanup", (void **) &api->easy_cleanup },
+    { "curl_easy_strerror", (void **) &api->easy_strerror },
+    { "curl_slist_append", (void **) &api->slist_append },
+    { "curl_slist_free_all", (void **) &api->slist_free_all },
+  };
+
+  if (h == NULL)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "cannot load libcurl: %s", dlerror ());
+      return FALSE;
+    }
+  /* never dlclose(): libcurl and OpenSSL don't like being unloaded */
+  for (gsize i = 0; i < G_N_ELEMENTS (syms); i++)
+    {
+      *syms[i].slot = dlsym (h, syms[i].name);
+      if (*syms[i].slot == NULL)
+        {
+          g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl lacks %s", syms[i].name);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+static size_t
+on_body (char *data, size_t size, size_t nmemb, void *user)
+{
+  DcpHttp *http = user;
+  (void) data;
+
+  http->received += size * nmemb;
+  if (http->received > RESPONSE_MAX)
+    {
+      http->overflow = TRUE;
+      return 0; /* abort: we only need the status */
+    }
+  return size * nmemb;
+}
+
+#define SETOPT(opt, val)                                                                           \
+  G_STMT_START                                                                                     \
+  {                                                                                                \
+    CURLcode _rc = http->api.easy_setopt (http->curl, opt, val);                                   \
+    if (_rc != CURLE_OK)                                                                           \
+      {                                                                                            \
+        g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl option %s: %s", #opt,           \
+                     http->api.easy_strerror (_rc));                                               \
+        return NULL;                                                                               \
+      }                                                                                            \
+  }                                                                                                \
+  G_STMT_END
+
+DcpHttp *
+dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
+{
+  g_autoptr (DcpHttp) http = g_new0 (DcpHttp, 1);
+  CURLcode rc;
+
+  if (!load_curl (&http->api, error))
+    return NULL;
+  rc = http->api.global_init (CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_global_init: %s",
+                   http->api.easy_strerror (rc));
+      return NULL;
+    }
+  http->curl = http->api.easy_init ();
+  if (http->curl == NULL)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_easy_init failed");
+      return NULL;
+    }
+  /* no "Expect: 100-continue" (curl adds it for bodies over 1 KiB: a
+   * second's wait for nothing); the body is opaque bytes */
+  http->headers = http->api.slist_append (NULL, "Expect:");
+  http->headers = http->api.slist_append (http->headers, "Content-Type: application/octet-stream");
+  if (http->headers == NULL)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_slist_append failed");
+      return NULL;
+    }
+
+  SETOPT (CURLOPT_ERRORBUFFER, http->errbuf);
+  SETOPT (CURLOPT_URL, url);
+  SETOPT (CURLOPT_PROTOCOLS_STR, "http,https");
+  SETOPT (CURLOPT_NOSIGNAL, 1L);
+  SETOPT (CURLOPT_FOLLOWLOCATION, 0L);
+  SETOPT (CURLOPT_SSL_VERIFYPEER, 1L);
+  SETOPT (CURLOPT_SSL_VERIFYHOST, 2L);
+  SETOPT (CURLOPT_USERAGENT, user_agent);
+  SETOPT (CURLOPT_HTTPHEADER, http->headers);
+  SETOPT (CURLOPT_POST, 1L);
+  SETOPT (CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT (CURLOPT_WRITEDATA, http);
+  SETOPT (CURLOPT_TCP_NODELAY, 1L);
+  SETOPT (CURLOPT_NETRC, (long) CURL_NETRC_IGNORED);
+  return g_steal_pointer (&http);
+}
+
+#undef SETOPT
+
+void
+dcp_http_free (DcpHttp *http)
+{
+  if (http == NULL)
+    return;
+  if (http->curl != NULL)
+    http->api.easy_cleanup (http->curl);
+  if (http->headers != NULL)
+    http->api.slist_free_all (http->headers);
+  g_free (http);
+}
+
+/* One attempt.  Returns the outcome; for FAILED, error says why. */
+static DcpHttpOutcome
+post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, GError **error)
+{
+  long ms = (long) MAX (budget_us / 1000, 1);
+  long code = 0;
+  CURLcode rc;
+
+  http->received = 0;
+  http->overflow = FALSE;
+  http->errbuf[0] = '\0';
+  http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDS, token);
+  http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (token));
+  http->api.easy_setopt (http->curl, CURLOPT_TIMEOUT_MS, ms);
+  http->api.easy_setopt (http->curl, CURLOPT_CONNECTTIMEOUT_MS, ms);
+
+  rc = http->api.easy_perform (http->curl);
+  http->api.easy_getinfo (http->curl, CURLINFO_RESPONSE_CODE, &code);
+  *status = code;
+  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && http->overflow && code != 0))
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "%s",
+                   http->errbuf[0] ? http->errbuf : http->api.easy_strerror (rc));
+      return DCP_HTTP_FAILED;
+    }
+  if (code == 200)
+    return DCP_HTTP_OK;
+  if (code == 410)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_GONE, "HTTP 410 Gone");
+      return DCP_HTTP_GONE;
+    }
+  g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "HTTP %ld", code);
+  return DCP_HTTP_FAILED;
+}
+
+DcpHttpOutcome
+dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline, guint max_attempts,
+                 glong *status, GError **error)
+{
+  gint64 backoff = BACKOFF_FIRST_US;
+  glong code = 0;
+
+  g_return_val_if_fail (http != NULL && token != NULL, DCP_HTTP_FAILED);
+  for (guint attempt = 1;; attempt++)
+    {
+      g_autoptr (GError) local = NULL;
+      gint64 left = deadline - g_get_monotonic_time ();
+      DcpHttpOutcome out;
+
+      out = post_once (http, token, MAX (left, ATTEMPT_MIN_US), &code, &local);
+      if (status != NULL)
+        *status = code;
+      if (out != DCP_HTTP_FAILED)
+        {
+          if (out == DCP_HTTP_GONE)
+            g_propagate_error (error, g_steal_pointer (&local));
+          return out;
+        }
+      left = deadline - g_get_monotonic_time ();
+      if ((max_attempts > 0 && attempt >= max_attempts) || left < backoff + ATTEMPT_MIN_US)
+        {
+          g_propagate_error (error, g_steal_pointer (&local));
+          return DCP_HTTP_FAILED;
+        }
+      g_usleep (backoff);
+      backoff = MIN (backoff * 2, BACKOFF_MAX_US);
+    }
+}

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The HTTP client: one libcurl easy handle, reused for every token of a run.
+ * libcurl is loaded on first use (dlopen), so runs that send nothing never
+ * pay for loading or initialising it, or TLS. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef struct _DcpHttp DcpHttp;
+
+typedef enum {
+  DCP_HTTP_OK,     /* 200 */
+  DCP_HTTP_GONE,   /* 410: the token will never work again */
+  DCP_HTTP_FAILED, /* anything else, after the retries the budget allowed */
+} DcpHttpOutcome;
+
+gboolean dcp_url_check (const gchar *url, GError **error);
+DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, GError **error);
+DcpHttpOutcome dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline,
+                                guint max_attempts, glong *status, GError **error);
+void dcp_http_free (DcpHttp *http);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpHttp, dcp_http_free)
+
+G_END_DECLS

@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Per-token state on disk (see dcp-state.h for the layout).
+ *
+ * Why files and flock(): runs are separate processes started by whatever
+ * delivers mail, often several at once, and none of them may wait long.
+ * flock() locks vanish with their holder, so a run killed with SIGKILL
+ * never leaves a stale lock behind; the same trick tells a live trailing
+ * push from a dead one.  All names are resolved relative to one directory
+ * descriptor with O_NOFOLLOW, so a symlink planted in the cache can neither
+ * redirect a write nor be followed. */
+#include "dcp-state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dcp-error.h"
+#include "dcp-token.h"
+
+#define LOCK_WAIT_US (5 * G_USEC_PER_SEC)
+#define LOCK_POLL_US 2000
+/* a last-push time further in the future than this means the clock was
+ * stepped back: don't let it block pushes until the clock catches up */
+#define FUTURE_SLACK_US (2 * G_USEC_PER_SEC)
+
+struct _DcpState {
+  int dirfd;
+  gchar *path;
+};
+
+static gboolean
+set_errno_error (GError **error, int err, const gchar *what, const gchar *name)
+{
+  g_set_error (error, DCP_ERROR, DCP_ERROR_STATE, "%s %s: %s", what, name, g_strerror (err));
+  return FALSE;
+}
+
+DcpState *
+dcp_state_open (const gchar *cache_root, GError **error)
+{
+  g_autofree gchar *path = NULL;
+  struct stat st;
+  int fd;
+
+  g_return_val_if_fail (cache_root != NULL, NULL);
+
+  path = g_build_filename (cache_root, "deltachat-push", NULL);
+  if (g_mkdir_with_parents (cache_root, 0700) < 0)
+    {
+      int saved = errno;
+      set_errno_error (error, saved, "cannot create", cache_root);
+      return NULL;
+    }
+  if (mkdir (path, 0700) < 0 && errno != EEXIST)
+    {
+      int saved = errno;
+      set_errno_error (error, saved, "cannot create", path);
+      return NULL;
+    }
+  fd = open (path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    {
+      int saved = errno;
+      if (saved == ELOOP || saved == ENOTDIR)
+        g_set_error (error, DCP_ERROR, DCP_ERROR_STATE, "%s is not a directory (symlink?)", path);
+      else
+        set_errno_error (error, saved, "cannot open", path);
+      return NULL;
+    }
+  if (fstat (fd, &st) < 0 || st.st_uid != geteuid ())
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_STATE, "%s is not owned by us", path);
+      close (fd);
+      return NULL;
+    }
+  if ((st.st_mode & 077) != 0)
+    (void) fchmod (fd, 0700);
+
+  DcpState *state = g_new0 (DcpState, 1);
+  state->dirfd = fd;
+  state->path = g_steal_pointer (&path);
+  return state;
+}
+
+const gchar *
+dcp_state_get_path (DcpState *state)
+{
+  return state->path;
+}
+
+void
+dcp_state_free (DcpState *state)
+{
+  if (state == NULL)
+    return;
+  close (state->dirfd);
+  g_free (state->path);
+  g_free (state);
+}
+
+static gchar *
+token_file (const gchar *token, const gchar *suffix)
+{
+  g_autofree gchar *hash = dcp_token_hash (token);
+  return g_strconcat (hash, suffix, NULL);
+}
+
+static int
+open_file (DcpState *state, const gchar *name, int flags, GError **error)
+{
+  int fd = openat (state->dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    {
+      int saved = errno;
+      set_errno_error (error, saved, "cannot open", name);
+    }
+  return fd;
+}
+
+/* The token's lock, held while its state is read or changed; never across
+ * a network request.  Bounded: a run never waits more than LOCK_WAIT_US. */
+static int
+lock_token (DcpState *state, const gchar *token, GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".lock");
+  gint64 deadline = g_get_monotonic_time () + LOCK_WAIT_US;
+  int fd = open_file (state, name, O_RDWR | O_CREAT, error);
+
+  if (fd < 0)
+    return -1;
+  while (flock (fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      if (errno != EWOULDBLOCK && errno != EINTR)
+        {
+          int saved = errno;
+          close (fd);
+          set_errno_error (error, saved, "cannot lock", name);
+          return -1;
+        }
+      if (g_get_monotonic_time () > deadline)
+        {
+          close (fd);
+          g_set_error (error, DCP_ERROR, DCP_ERROR_LOCKED, "%s stayed locked", name);
+          return -1;
+        }
+      g_usleep (LOCK_POLL_US);
+    }
+  return fd;
+}
+
+static void
+unlock_token (int fd)
+{
+  if (fd >= 0)
+    close (fd);
+}
+
+static gint64
+stat_mtime (DcpState *state, const gchar *name)
+{
+  struct stat st;
+
+  if (fstatat (state->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG (st.st_mode))
+    return -1;
+  return (gint64) st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
+}
+
+static gboolean
+touch_file (DcpState *state, const gchar *name, gint64 t, const gchar *content, GError **error)
+{
+  struct timespec ts[2];
+  int fd = open_file (state, name, O_WRONLY | O_CREAT | (content ? O_TRUNC : 0), error);
+
+  if (fd < 0)
+    return FALSE;
+  if (content != NULL && write (fd, content, strlen (content)) != (gssize) strlen (content))
+    {
+      int saved = errno;
+      close (fd);
+      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", name);
+    }
+  ts[0].tv_sec = ts[1].tv_sec = t / G_USEC_PER_SEC;
+  ts[0].tv_nsec = ts[1].tv_nsec = (t % G_USEC_PER_SEC) * 1000;
+  if (futimens (fd, ts) < 0 || close (fd) < 0)
+    {
+      int saved = errno;
+      return set_errno_error (error, saved, "cannot update", name);
+    }
+  return TRUE;
+}
+
+static gboolean
+set_last (DcpState *state, const gchar *token, gint64 t, GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".last");
+
+  if (t < 0)
+    {
+      if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
+        {
+          int saved = errno;
+          return set_errno_error (error, saved, "cannot remove", name);
+        }
+      return TRUE;
+    }
+  return touch_file (state, name, t, NULL, error);
+}
+
+static gint64
+get_last (DcpState *state, const gchar *token)
+{
+  g_autofree gchar *name = token_file (token, ".last");
+  return stat_mtime (state, name);
+}
+
+static gboolean
+is_gone (DcpState *state, const gchar *token)
+{
+  g_autofree gchar *name = token_file (token, ".gone");
+  return stat_mtime (state, name) >= 0;
+}
+
+/* Is a trailing push for this token scheduled and its process alive?  A
+ * pending mark whose flock() can be taken belongs to a dead process and is
+ * removed. */
+static gboolean
+pending_live (DcpState *state, const gchar *name, gint64 *due)
+{
+  int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  gboolean live;
+
+  if (fd < 0)
+    return FALSE;
+  if (due != NULL)
+    {
+      gchar buf[64] = { 0 };
+      gint64 prev = -1;
+      *due = -1;
+      if (pread (fd, buf, sizeof buf - 1, 0) > 0)
+        (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, &prev, due);
+    }
+  live = flock (fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+  close (fd);
+  return live;
+}
+
+static void
+slot_init (DcpSlot *slot, DcpSlotKind kind)
+{
+  slot->kind = kind;
+  slot->previous = -1;
+  slot->claimed = -1;
+  slot->due = -1;
+  slot->pending_fd = -1;
+}
+
+/* What the token's state says about a push now, without changing it. */
+static DcpSlotKind
+classify (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+          gint64 *last)
+{
+  g_autofree gchar *pending = NULL;
+
+  *last = -1;
+  if (is_gone (state, token))
+    return DCP_SLOT_GONE;
+  if (window <= 0)
+    return DCP_SLOT_PUSH;
+  *last = get_last (state, token);
+  if (*last < 0 || now - *last >= window || *last > now + FUTURE_SLACK_US)
+    return DCP_SLOT_PUSH;
+  if (!trailing)
+    return DCP_SLOT_LIMITED;
+  pending = token_file (token, ".pending");
+  return pending_live (state, pending, NULL) ? DCP_SLOT_COVERED : DCP_SLOT_TRAILING;
+}
+
+static gboolean
+claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+              DcpSlot *slot, GError **error)
+{
+  g_autofree gchar *pending = NULL;
+  g_autofree gchar *content = NULL;
+  gint64 last;
+  int fd;
+
+  slot_init (slot, classify (state, token, now, window, trailing, &last));
+  slot->previous = last;
+  if (slot->kind == DCP_SLOT_PUSH && window > 0)
+    {
+      if (!set_last (state, token, now, error))
+        return FALSE;
+      slot->claimed = now;
+    }
+  if (slot->kind != DCP_SLOT_TRAILING)
+    return TRUE;
+
+  /* a stale mark (its process died) is replaced */
+  pending = token_file (token, ".pending");
+  (void) unlinkat (state->dirfd, pending, 0);
+  fd = open_file (state, pending, O_RDWR | O_CREAT | O_EXCL, error);
+  if (fd < 0)
+    return FALSE;
+  content = g_strdup_printf ("%" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n", last, last + window);
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0
+      || write (fd, content, strlen (content)) != (gssize) strlen (content))
+    {
+      int saved = errno;
+      close (fd);
+      (void) unlinkat (state->dirfd, pending, 0);
+      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", pending);
+    }
+  slot->due = last + window;
+  slot->pending_fd = fd;
+  return TRUE;
+}
+
+gboolean
+dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+                DcpSlot *slot, GError **error)
+{
+  gint64 last;
+
+  g_return_val_if_fail (state != NULL && token != NULL && slot != NULL, FALSE);
+  (void) error;
+  slot_init (slot, classify (state, token, now, window, trailing, &last));
+  slot->previous = last;
+  if (slot->kind == DCP_SLOT_TRAILING)
+    slot->due = last + window;
+  return TRUE;
+}
+
+gboolean
+dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+                 DcpSlot *slot, GError **error)
+{
+  int lock;
+  gboolean ok;
+
+  g_return_val_if_fail (state != NULL && token != NULL && slot != NULL, FALSE);
+  slot_init (slot, DCP_SLOT_PUSH);
+  lock = lock_token (state, token, error);
+  if (lock < 0)
+    return FALSE;
+  ok = claim_locked (state, token, now, window, trailing, slot, error);
+  unlock_token (lock);
+  return ok;
+}
+
+gboolean
+dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot, gboolean pushed,
+                  gint64 now, const gchar *result, GError **error)
+{
+  g_autofree gchar *rname = token_file (token, ".result");
+  g_autofree gchar *content = NULL;
+  gboolean ok = TRUE;
+  int lock = lock_token (state, token, error);
+
+  if (lock < 0)
+    return FALSE;
+  if (pushed)
+    ok = set_last (state, token, slot->claimed >= 0 ? slot->claimed : now, error);
+  else if (slot->claimed >= 0 && get_last (state, token) == slot->claimed)
+    ok = set_last (state, token, slot->previous, error); /* roll our claim back */
+  if (ok && result != NULL)
+    {
+      content = g_strdup_printf ("%s\n", result);
+      ok = touch_file (state, rname, now, content, error);
+    }
+  unlock_token (lock);
+  return ok;
+}
+
+gboolean
+dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
+                          DcpSlot *slot, gboolean *owed, GError **error)
+{
+  g_autofree gchar *pending = token_file (token, ".pending");
+  gchar buf[64] = { 0 };
+  gint64 previous = -1, due = -1;
+  struct stat a, b;
+  gboolean ok = TRUE;
+  int lock;
+
+  slot_init (slot, DCP_SLOT_PUSH);
+  *owed = FALSE;
+  lock = lock_token (state, token, error);
+  if (lock < 0)
+    return FALSE;
+  if (pread (pending_fd, buf, sizeof buf - 1, 0) > 0)
+    (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, &previous, &due);
+
+  /* owed unless a push started since the pending mark was made */
+  if (!is_gone (state, token) && get_last (state, token) == previous)
+    {
+      ok = set_last (state, token, now, error);
+      if (ok)
+        {
+          slot->previous = previous;
+          slot->claimed = now;
+          *owed = TRUE;
+        }
+    }
+  /* From here on, a new message inside the window must schedule a new
+   * trailing push: this one may already be on the wire. */
+  if (fstat (pending_fd, &a) == 0 && fstatat (state->dirfd, pending, &b, AT_SYMLINK_NOFOLLOW) == 0
+      && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+    (void) unlinkat (state->dirfd, pending, 0);
+  unlock_token (lock);
+  return ok;
+}
+
+gboolean
+dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now, GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".gone");
+  gboolean ok;
+  int lock = lock_token (state, token, error);
+
+  if (lock < 0)
+    return FALSE;
+  if (gone)
+    ok = touch_file (state, name, now, "410\n", error);
+  else if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
+    {
+      int saved = errno;
+      ok = set_errno_error (error, saved, "cannot remove", name);
+    }
+  else
+    ok = TRUE;
+  unlock_token (lock);
+  return ok;
+}
+
+void
+dcp_token_status_clear (DcpTokenStatus *status)
+{
+  g_clear_pointer (&status->result, g_free);
+}
+
+gboolean
+dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status, GError **error)
+{
+  g_autofree gchar *rname = token_file (token, ".result");
+  g_autofree gchar *pname = token_file (token, ".pending");
+  g_autofree gchar *gname = token_file (token, ".gone");
+  gchar buf[512] = { 0 };
+  int fd;
+
+  (void) error;
+  status->last = get_last (state, token);
+  status->result_time = stat_mtime (state, rname);
+  status->result = NULL;
+  fd = openat (state->dirfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0)
+    {
+      gssize n = read (fd, buf, sizeof buf - 1);
+      close (fd);
+      if (n > 0)
+        status->result = g_strstrip (g_strndup (buf, n));
+    }
+  status->pending = stat_mtime (state, pname) >= 0;
+  status->pending_live = status->pending && pending_live (state, pname, &status->due);
+  if (!status->pending)
+    status->due = -1;
+  status->gone = stat_mtime (state, gname);
+  return TRUE;
+}
+
+/* Retry records, one per message that failed: "failures first\n" followed
+ * by the hashes of the tokens already notified for it. */
+static gchar *
+retry_name (const gchar *key)
+{
+  return g_strconcat ("retry-", key, NULL);
+}
+
+void
+dcp_retry_clear (DcpRetry *retry)
+{
+  g_clear_pointer (&retry->done, g_ptr_array_unref);
+}
+
+gboolean
+dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError **error)
+{
+  g_autofree gchar *name = retry_name (key);
+  gchar buf[8192] = { 0 };
+  g_auto (GStrv) lines = NULL;
+  gssize n;
+  int fd;
+
+  retry->failures = 0;
+  retry->first = -1;
+  if (retry->done == NULL)
+    retry->done = g_ptr_array_new_with_free_func (g_free);
+  fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    {
+      if (errno == ENOENT)
+        return TRUE;
+      int saved = errno;
+      return set_errno_error (error, saved, "cannot open", name);
+    }
+  n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  if (n <= 0)
+    return TRUE;
+  lines = g_strsplit (buf, "\n", -1);
+  if (lines[0] != NULL)
+    {
+      guint failures = 0;
+      gint64 first = -1;
+      if (sscanf (lines[0], "%u %" G_GINT64_FORMAT, &failures, &first) == 2)
+        {
+          retry->failures = failures;
+          retry->first = first;
+        }
+      for (guint i = 1; lines[i] != NULL; i++)
+        if (*lines[i] != '\0')
+          g_ptr_array_add (retry->done, g_strdup (lines[i]));
+    }
+  return TRUE;
+}
+
+gboolean
+dcp_state_retry_save (DcpState *state, const gchar *key, const DcpRetry *retry, GError **error)
+{
+  g_autofree gchar *name = retry_name (key);
+  g_autofree gchar *tmp = g_strconcat (name, ".tmp", NULL);
+  g_autoptr (GString) s = g_string_new (NULL);
+  int fd;
+
+  g_string_printf (s, "%u %" G_GINT64_FORMAT "\n", retry->failures, retry->first);
+  for (guint i = 0; retry->done != NULL && i < retry->done->len; i++)
+    g_string_append_printf (s, "%s\n", (const gchar *) g_ptr_array_index (retry->done, i));
+
+  (void) unlinkat (state->dirfd, tmp, 0);
+  fd = open_file (state, tmp, O_WRONLY | O_CREAT | O_EXCL, error);
+  if (fd < 0)
+    return FALSE;
+  if (write (fd, s->str, s->len) != (gssize) s->len)
+    {
+      int saved = errno;
+      close (fd);
+      (void) unlinkat (state->dirfd, tmp, 0);
+      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", tmp);
+    }
+  if (close (fd) < 0)
+    {
+      int saved = errno;
+      (void) unlinkat (state->dirfd, tmp, 0);
+      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", tmp);
+    }
+  if (renameat (state->dirfd, tmp, state->dirfd, name) < 0)
+    {
+      int saved = errno;
+      (void) unlinkat (state->dirfd, tmp, 0);
+      return set_errno_error (error, saved, "cannot rename", tmp);
+    }
+  return TRUE;
+}
+
+void
+dcp_state_retry_clear (DcpState *state, const gchar *key)
+{
+  g_autofree gchar *name = retry_name (key);
+  (void) unlinkat (state->dirfd, name, 0);
+}

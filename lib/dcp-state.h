@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Per-token state on disk: the rate limit, the trailing push, the gone
+ * mark, and per-message retry records.
+ *
+ * Everything lives in one directory (0700, files 0600), opened once without
+ * following symlinks; every file is named after a hash of the token or of
+ * the message, never after the token itself.  Per token:
+ *   <hash>.last     mtime = start of the last successful (or in-flight) push
+ *   <hash>.lock     flock()ed while a run reads or changes the token's state
+ *   <hash>.pending  a scheduled trailing push; flock()ed by its process for
+ *                   as long as it lives, so a dead one is seen as stale
+ *   <hash>.gone     the proxy answered 410 Gone
+ *   <hash>.result   time and text of the last attempt, for --status
+ * Times are microseconds since the Epoch and always passed in, so tests can
+ * drive a clock of their own. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef struct _DcpState DcpState;
+
+typedef enum {
+  DCP_SLOT_PUSH,     /* claimed: push now, then dcp_state_finish() */
+  DCP_SLOT_TRAILING, /* inside the window: start a trailing push with pending_fd */
+  DCP_SLOT_COVERED,  /* inside the window: a live trailing push covers us */
+  DCP_SLOT_LIMITED,  /* inside the window and trailing pushes are off */
+  DCP_SLOT_GONE,     /* the token is marked gone */
+} DcpSlotKind;
+
+typedef struct {
+  DcpSlotKind kind;
+  gint64 previous; /* last push before the claim, or -1 */
+  gint64 claimed;  /* the time written by the claim, or -1 when none was */
+  gint64 due;      /* TRAILING: when the trailing push is due */
+  int pending_fd;  /* TRAILING: the locked pending mark, or -1 */
+} DcpSlot;
+
+typedef struct {
+  gint64 last;           /* last successful push, or -1 */
+  gint64 result_time;    /* time of the last attempt, or -1 */
+  gchar *result;         /* its outcome ("200 ok", "410 gone", "error: ..."), or NULL */
+  gboolean pending;      /* a pending mark exists */
+  gboolean pending_live; /* ... and its process is alive */
+  gint64 due;            /* when the pending push is due, or -1 */
+  gint64 gone;           /* when the token was marked gone, or -1 */
+} DcpTokenStatus;
+
+typedef struct {
+  guint failures;  /* failed runs so far */
+  gint64 first;    /* time of the first failure, or -1 */
+  GPtrArray *done; /* token hashes already notified for this message */
+} DcpRetry;
+
+DcpState *dcp_state_open (const gchar *cache_root, GError **error);
+const gchar *dcp_state_get_path (DcpState *state);
+void dcp_state_free (DcpState *state);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpState, dcp_state_free)
+
+gboolean dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window,
+                          gboolean trailing, DcpSlot *slot, GError **error);
+gboolean dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
+                         gboolean trailing, DcpSlot *slot, GError **error);
+gboolean dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot,
+                           gboolean pushed, gint64 now, const gchar *result, GError **error);
+gboolean dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
+                                   DcpSlot *slot, gboolean *owed, GError **error);
+gboolean dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now,
+                             GError **error);
+gboolean dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status,
+                               GError **error);
+void dcp_token_status_clear (DcpTokenStatus *status);
+
+gboolean dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError **error);
+gboolean dcp_state_retry_save (DcpState *state, const gchar *key, const DcpRetry *retry,
+                               GError **error);
+void dcp_state_retry_clear (DcpState *state, const gchar *key);
+void dcp_retry_clear (DcpRetry *retry);
+
+G_END_DECLS

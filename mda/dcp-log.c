@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "dcp-log.h"
+
+#include <stdio.h>
+
+static gboolean log_verbose;
+
+/* GLib and GMime warnings would otherwise land on stderr, which getmail
+ * reads as a failed delivery. */
+static void
+glib_log_handler (const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer user)
+{
+  int prio = (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) ? LOG_ERR
+             : (level & G_LOG_LEVEL_WARNING)                      ? LOG_WARNING
+                                                                  : LOG_DEBUG;
+  (void) user;
+  if (prio == LOG_DEBUG && !log_verbose)
+    return;
+  dcp_log (prio, "%s%s%s", domain ? domain : "", domain ? ": " : "", message);
+}
+
+void
+dcp_log_init (gboolean verbose)
+{
+  log_verbose = verbose;
+  openlog ("deltachat-push", LOG_PID | LOG_ODELAY, LOG_MAIL);
+  g_log_set_default_handler (glib_log_handler, NULL);
+}
+
+void
+dcp_log (int priority, const gchar *format, ...)
+{
+  g_autofree gchar *line = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  line = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  syslog (priority, "%s", line);
+  if (log_verbose)
+    fprintf (stderr, "deltachat-push: %s\n", line);
+}
+
+/* The one stderr line of a run that exits 75. */
+void
+dcp_log_fatal_line (const gchar *format, ...)
+{
+  g_autofree gchar *line = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  line = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  syslog (LOG_ERR, "%s", line);
+  fprintf (stderr, "deltachat-push: %s\n", line);
+}

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Where diagnostics go: syslog (facility mail), and stderr with --verbose.
+ * stderr is otherwise reserved for the one line that explains an exit 75,
+ * because getmail counts any stderr output as a failed delivery. */
+#pragma once
+
+#include <glib.h>
+#include <syslog.h>
+
+void dcp_log_init (gboolean verbose);
+void dcp_log (int priority, const gchar *format, ...) G_GNUC_PRINTF (2, 3);
+void dcp_log_fatal_line (const gchar *format, ...) G_GNUC_PRINTF (1, 2);

@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The run: read, decide, rate-limit, notify.
+ *
+ * Order matters.  stdin is read (and a pipe drained) before any network
+ * work, so callers that watch the pipe never see it stall.  The cache is
+ * optional: if it cannot be used we push without rate limiting, because a
+ * missed message is worse than a spare wake-up.  Retries are capped per
+ * message here, since getmail and fetchmail retry forever without back-off. */
+#include "config.h"
+
+#include "dcp-run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dcp-decision.h"
+#include "dcp-error.h"
+#include "dcp-http.h"
+#include "dcp-log.h"
+#include "dcp-message.h"
+#include "dcp-state.h"
+#include "dcp-token.h"
+
+#define RETRY_MAX_FAILURES 5
+#define RETRY_MAX_SECONDS 3600
+#define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
+
+typedef struct {
+  DcpSettings *s;
+  DcpState *state; /* NULL when the cache is unusable */
+  DcpHttp *http;   /* loaded on first use */
+  gint64 deadline; /* monotonic µs: end of the network budget */
+  gboolean http_failed;
+} Run;
+
+static void
+run_clear (Run *r)
+{
+  g_clear_pointer (&r->state, dcp_state_free);
+  g_clear_pointer (&r->http, dcp_http_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
+
+static DcpHttp *
+get_http (Run *r, GError **error)
+{
+  if (r->http == NULL && !r->http_failed)
+    {
+      r->http = dcp_http_new (r->s->url, USER_AGENT, error);
+      r->http_failed = r->http == NULL;
+      return r->http;
+    }
+  if (r->http == NULL)
+    g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
+  return r->http;
+}
+
+static void
+open_state (Run *r, gboolean create)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!create)
+    {
+      g_autofree gchar *path = g_build_filename (r->s->cache_root, "deltachat-push", NULL);
+      if (!g_file_test (path, G_FILE_TEST_IS_DIR))
+        return;
+    }
+  r->state = dcp_state_open (r->s->cache_root, &error);
+  if (r->state == NULL)
+    dcp_log (LOG_WARNING, "cache unusable, pushing without rate limit: %s", error->message);
+}
+
+static gchar *
+format_time (gint64 us)
+{
+  g_autoptr (GDateTime) dt = NULL;
+
+  if (us < 0)
+    return g_strdup ("never");
+  dt = g_date_time_new_from_unix_utc (us / G_USEC_PER_SEC);
+  return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
+}
+
+static gchar *
+outcome_text (DcpHttpOutcome out, glong status, const GError *error)
+{
+  switch (out)
+    {
+    case DCP_HTTP_OK:
+      return g_strdup ("200 ok");
+    case DCP_HTTP_GONE:
+      return g_strdup ("410 gone");
+    default:
+      return g_strdup_printf ("error: %s", error ? error->message : "failed");
+    }
+  (void) status;
+}
+
+/* Send one token within the run's budget and record the result.  Returns
+ * TRUE unless the failure is transient. */
+static gboolean
+push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts, gchar **text_out)
+{
+  g_autofree gchar *shown = dcp_token_display (token);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = NULL;
+  DcpHttpOutcome out = DCP_HTTP_FAILED;
+  DcpHttp *http = get_http (r, &error);
+  glong status = 0;
+  gint64 now;
+
+  if (http != NULL)
+    out = dcp_http_notify (http, token, r->deadline, max_attempts, &status, &error);
+  now = g_get_real_time ();
+  text = outcome_text (out, status, error);
+  if (r->state != NULL)
+    {
+      g_autoptr (GError) serr = NULL;
+      if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &serr))
+        dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, serr->message);
+      if (out == DCP_HTTP_GONE && !dcp_state_set_gone (r->state, token, TRUE, now, &serr))
+        dcp_log (LOG_WARNING, "%s: cannot mark the token gone: %s", shown, serr->message);
+    }
+  if (out == DCP_HTTP_OK)
+    dcp_log (LOG_INFO, "%s: notified", shown);
+  else if (out == DCP_HTTP_GONE)
+    dcp_log (LOG_WARNING,
+             "%s: the proxy answered 410 Gone; this token will never work again "
+             "and must be replaced",
+             shown);
+  else
+    dcp_log (LOG_WARNING, "%s: notification failed: %s", shown, text);
+  if (text_out != NULL)
+    *text_out = g_steal_pointer (&text);
+  return out != DCP_HTTP_FAILED;
+}
+
+/* Start the detached trailing push: a fresh exec of ourselves, in its own
+ * session, holding nothing of the caller's (stdin is a pipe carrying the
+ * token, stdout/stderr /dev/null, fd 3 the locked pending mark). */
+static gboolean
+spawn_trailing (Run *r, const gchar *token, const DcpSlot *slot, GError **error)
+{
+  g_autofree gchar *due = g_strdup_printf ("--due=%" G_GINT64_FORMAT, slot->due);
+  g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
+  g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
+  g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
+  gchar *argv[] = {
+    (gchar *) "deltachat-push", (gchar *) "--trailing-child", due, url, timeout, window, NULL
+  };
+  int pipefd[2];
+  int devnull;
+  pid_t pid;
+
+  devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0 || pipe2 (pipefd, O_CLOEXEC) < 0)
+    {
+      int saved = errno;
+      if (devnull >= 0)
+        close (devnull);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start trailing push: %s",
+                   g_strerror (saved));
+      return FALSE;
+    }
+  pid = fork ();
+  if (pid == 0)
+    {
+      /* only async-signal-safe calls from here to exec */
+      setsid ();
+      if (fork () != 0)
+        _exit (0);
+      if (dup2 (pipefd[0], 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
+          || dup2 (slot->pending_fd, 3) < 0)
+        _exit (1);
+      close_range (4, ~0U, 0);
+      execv ("/proc/self/exe", argv);
+      _exit (1);
+    }
+  close (pipefd[0]);
+  close (devnull);
+  if (pid < 0)
+    {
+      int saved = errno;
+      close (pipefd[1]);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
+      return FALSE;
+    }
+  {
+    gsize len = strlen (token);
+    gssize n = write (pipefd[1], token, len);
+    close (pipefd[1]);
+    int st;
+    while (waitpid (pid, &st, 0) < 0 && errno == EINTR)
+      ;
+    if (n != (gssize) len)
+      {
+        g_set_error_literal (error, DCP_ERROR, DCP_ERROR_FAILED,
+                             "cannot hand the token to the trailing push");
+        return FALSE;
+      }
+  }
+  return TRUE;
+}
+
+static const gchar *
+slot_word (DcpSlotKind kind)
+{
+  switch (kind)
+    {
+    case DCP_SLOT_PUSH:
+      return "notify";
+    case DCP_SLOT_TRAILING:
+      return "trailing";
+    case DCP_SLOT_COVERED:
+      return "covered";
+    case DCP_SLOT_LIMITED:
+      return "rate-limited";
+    case DCP_SLOT_GONE:
+      return "gone";
+    default:
+      return "notify";
+    }
+}
+
+static DcpStatus
+run_status (Run *r)
+{
+  open_state (r, FALSE);
+  for (guint i = 0; i < r->s->tokens->len; i++)
+    {
+      const gchar *token = g_ptr_array_index (r->s->tokens, i);
+      g_autofree gchar *shown = dcp_token_display (token);
+      DcpTokenStatus st = { .last = -1, .result_time = -1, .due = -1, .gone = -1 };
+      g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL;
+
+      if (r->state != NULL)
+        (void) dcp_state_get_status (r->state, token, &st, NULL);
+      last = format_time (st.last);
+      pending = !st.pending       ? g_strdup ("none")
+                : st.pending_live ? format_time (st.due)
+                                  : g_strdup ("stale");
+      gone = st.gone >= 0 ? format_time (st.gone) : g_strdup ("no");
+      printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s\n", shown, last,
+              st.result ? st.result : "none", pending, gone);
+      dcp_token_status_clear (&st);
+    }
+  return fflush (stdout) == 0 ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
+}
+
+static DcpStatus
+run_ping (Run *r)
+{
+  gboolean all_ok = TRUE;
+
+  open_state (r, TRUE);
+  for (guint i = 0; i < r->s->tokens->len; i++)
+    {
+      const gchar *token = g_ptr_array_index (r->s->tokens, i);
+      g_autofree gchar *shown = dcp_token_display (token);
+      g_autofree gchar *text = NULL;
+      DcpSlot slot
+          = { .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1 };
+
+      (void) push_token (r, token, &slot, 1, &text);
+      if (g_str_equal (text, "200 ok") && r->state != NULL)
+        (void) dcp_state_set_gone (r->state, token, FALSE, g_get_real_time (), NULL);
+      all_ok = all_ok && g_str_equal (text, "200 ok");
+      printf ("%s %s\n", text, shown);
+      fflush (stdout);
+    }
+  if (!all_ok)
+    dcp_log_fatal_line ("not every token was accepted");
+  return all_ok ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
+}
+
+static DcpStatus
+run_trailing (Run *r)
+{
+  gchar buf[DCP_TOKEN_MAX + 2];
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *shown = NULL;
+  DcpSlot slot;
+  gboolean owed = FALSE;
+  gssize n = 0, got;
+  gint64 wait;
+
+  while (n < (gssize) sizeof buf - 1 && (got = read (0, buf + n, sizeof buf - 1 - n)) > 0)
+    n += got;
+  buf[MAX (n, 0)] = '\0';
+  if (!dcp_token_validate (buf, MAX (n, 0), NULL))
+    return DCP_STATUS_CONFIG;
+  shown = dcp_token_display (buf);
+
+  /* sleep until the window ends, never longer than one window */
+  wait = CLAMP (r->s->due - g_get_real_time (), 0, r->s->window * G_USEC_PER_SEC);
+  g_usleep (wait);
+
+  open_state (r, TRUE);
+  if (r->state == NULL)
+    return DCP_STATUS_TRANSIENT;
+  if (!dcp_state_trailing_begin (r->state, buf, 3, g_get_real_time (), &slot, &owed, &error))
+    {
+      dcp_log (LOG_WARNING, "%s: trailing push: %s", shown, error->message);
+      return DCP_STATUS_TRANSIENT;
+    }
+  close (3);
+  if (!owed)
+    {
+      dcp_log (LOG_INFO, "%s: trailing push not needed, a push went out since", shown);
+      return DCP_STATUS_DONE;
+    }
+  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
+  dcp_log (LOG_INFO, "%s: trailing push", shown);
+  return push_token (r, buf, &slot, 0, NULL) ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
+}
+
+static gboolean
+retry_done_contains (const DcpRetry *retry, const gchar *hash)
+{
+  for (guint i = 0; retry->done != NULL && i < retry->done->len; i++)
+    if (g_str_equal (g_ptr_array_index (retry->done, i), hash))
+      return TRUE;
+  return FALSE;
+}
+
+/* After a transient failure: count it against the message, and give up
+ * once the cap is reached so the caller stops retrying. */
+static DcpStatus
+note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
+{
+  g_autoptr (GError) error = NULL;
+
+  retry->failures++;
+  if (retry->first < 0)
+    retry->first = now_s;
+  if (retry->failures >= RETRY_MAX_FAILURES || now_s - retry->first >= RETRY_MAX_SECONDS)
+    {
+      dcp_log (LOG_WARNING,
+               "giving up on message %s after %u failed tries over %" G_GINT64_FORMAT " s",
+               msg->message_id ? msg->message_id : msg->key, retry->failures, now_s - retry->first);
+      if (r->state != NULL)
+        dcp_state_retry_clear (r->state, msg->key);
+      return DCP_STATUS_DONE;
+    }
+  if (r->state != NULL && !dcp_state_retry_save (r->state, msg->key, retry, &error))
+    dcp_log (LOG_WARNING, "cannot record the failed try: %s", error->message);
+  if (r->s->best_effort)
+    {
+      dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
+      if (r->state != NULL)
+        dcp_state_retry_clear (r->state, msg->key);
+      return DCP_STATUS_DONE;
+    }
+  return DCP_STATUS_TRANSIENT;
+}
+
+static DcpStatus
+run_deliver (Run *r, int fd)
+{
+  gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) header = NULL;
+  g_autoptr (DcpMessage) msg = NULL;
+  DcpRetry retry = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
+  DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
+  gboolean transient = FALSE;
+  g_autofree gchar *failure = NULL;
+  gint64 now = g_get_real_time ();
+  DcpVerdict verdict;
+  gsize total = 0;
+
+  header = dcp_message_read_header (fd, &total, &error);
+  if (header == NULL)
+    {
+      dcp_log (LOG_WARNING, "%s; notifying anyway", error->message);
+      header = g_bytes_new (NULL, 0);
+    }
+  msg = dcp_message_new_from_bytes (g_bytes_get_data (header, NULL), g_bytes_get_size (header));
+  if (msg->truncated)
+    dcp_log (LOG_WARNING, "header block longer than %d bytes; deciding on its start",
+             DCP_MESSAGE_HEADER_MAX);
+  verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
+  if (verdict != DCP_VERDICT_NOTIFY)
+    {
+      dcp_log (LOG_INFO, "message %s: %s", msg->message_id ? msg->message_id : "(no Message-ID)",
+               dcp_verdict_to_string (verdict));
+      for (guint i = 0; dry && i < r->s->tokens->len; i++)
+        {
+          g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->s->tokens, i));
+          printf ("%s %s\n", dcp_verdict_to_string (verdict), shown);
+        }
+      return DCP_STATUS_DONE;
+    }
+
+  open_state (r, !dry);
+  if (r->state != NULL)
+    (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
+  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
+
+  for (guint i = 0; i < r->s->tokens->len; i++)
+    {
+      const gchar *token = g_ptr_array_index (r->s->tokens, i);
+      g_autofree gchar *shown = dcp_token_display (token);
+      g_autofree gchar *hash = dcp_token_hash (token);
+      g_autoptr (GError) serr = NULL;
+      DcpSlot slot
+          = { .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1 };
+      g_autofree gchar *text = NULL;
+
+      if (retry_done_contains (&retry, hash))
+        {
+          dcp_log (LOG_INFO, "%s: already notified on an earlier try", shown);
+          if (dry)
+            printf ("already-notified %s\n", shown);
+          continue;
+        }
+      if (r->state != NULL)
+        {
+          gboolean ok = dry ? dcp_state_peek (r->state, token, now, r->s->window * G_USEC_PER_SEC,
+                                              r->s->trailing, &slot, &serr)
+                            : dcp_state_claim (r->state, token, now, r->s->window * G_USEC_PER_SEC,
+                                               r->s->trailing, &slot, &serr);
+          if (!ok)
+            {
+              dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", shown,
+                       serr->message);
+              g_clear_error (&serr);
+              slot.kind = DCP_SLOT_PUSH;
+              slot.claimed = -1;
+            }
+        }
+      if (dry)
+        {
+          printf ("%s %s\n", slot_word (slot.kind), shown);
+          continue;
+        }
+      switch (slot.kind)
+        {
+        case DCP_SLOT_GONE:
+          dcp_log (LOG_WARNING, "%s: token is marked gone (410); replace it, then run --ping",
+                   shown);
+          continue;
+        case DCP_SLOT_LIMITED:
+          dcp_log (LOG_INFO, "%s: rate-limited", shown);
+          continue;
+        case DCP_SLOT_COVERED:
+          dcp_log (LOG_INFO, "%s: rate-limited, a trailing push is already pending", shown);
+          continue;
+        case DCP_SLOT_TRAILING:
+          if (spawn_trailing (r, token, &slot, &serr))
+            {
+              close (slot.pending_fd);
+              dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", shown);
+              continue;
+            }
+          dcp_log (LOG_WARNING, "%s: %s; pushing now instead", shown, serr->message);
+          close (slot.pending_fd);
+          slot.kind = DCP_SLOT_PUSH;
+          slot.claimed = -1;
+          break;
+        case DCP_SLOT_PUSH:
+        default:
+          break;
+        }
+      if (push_token (r, token, &slot, 0, &text))
+        g_ptr_array_add (retry.done, g_steal_pointer (&hash));
+      else
+        {
+          transient = TRUE;
+          if (failure == NULL)
+            failure = g_strdup_printf ("%s %s", shown, text);
+        }
+    }
+  fflush (stdout);
+
+  if (dry)
+    {
+      dcp_retry_clear (&retry);
+      return DCP_STATUS_DONE;
+    }
+  if (!transient)
+    {
+      if (r->state != NULL && retry.failures > 0)
+        dcp_state_retry_clear (r->state, msg->key);
+      dcp_retry_clear (&retry);
+      return DCP_STATUS_DONE;
+    }
+  {
+    DcpStatus st = note_failure (r, msg, &retry, now / G_USEC_PER_SEC);
+    if (st == DCP_STATUS_TRANSIENT)
+      dcp_log_fatal_line ("notification failed, will retry: %s", failure);
+    dcp_retry_clear (&retry);
+    return st;
+  }
+}
+
+DcpStatus
+dcp_run (DcpSettings *s, int input_fd)
+{
+  g_auto (Run) r = { .s = s };
+
+  switch (s->mode)
+    {
+    case DCP_MODE_STATUS:
+      return run_status (&r);
+    case DCP_MODE_PING:
+      r.deadline = g_get_monotonic_time () + s->timeout * G_USEC_PER_SEC;
+      return run_ping (&r);
+    case DCP_MODE_TRAILING:
+      return run_trailing (&r);
+    case DCP_MODE_DELIVER:
+    case DCP_MODE_DRY_RUN:
+    default:
+      return run_deliver (&r, input_fd);
+    }
+}

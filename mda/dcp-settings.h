@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Settings: the command line, then DELTACHAT_PUSH_URL, then the config
+ * file, then the defaults.  Everything the library needs arrives through
+ * this struct; the library never reads argv, the environment or files. */
+#pragma once
+
+#include <glib.h>
+
+#define DCP_DEFAULT_URL "https://notifications.delta.chat/notify"
+
+typedef enum {
+  DCP_MODE_DELIVER, /* one message on stdin */
+  DCP_MODE_DRY_RUN,
+  DCP_MODE_PING,
+  DCP_MODE_STATUS,
+  DCP_MODE_HELP,
+  DCP_MODE_VERSION,
+  DCP_MODE_TRAILING, /* internal: the detached trailing push */
+} DcpMode;
+
+typedef struct {
+  DcpMode mode;
+  GPtrArray *tokens; /* validated, unique, in order */
+  gchar *url;
+  gint64 window;  /* seconds */
+  gchar **self;   /* lower-case addresses */
+  gint64 max_age; /* seconds */
+  gboolean chat_only;
+  gint64 timeout; /* seconds */
+  gboolean best_effort;
+  gboolean trailing;
+  gboolean verbose;
+  gchar *cache_root;
+  GPtrArray *warnings; /* to be logged once logging is up */
+  gchar *help;
+  gint64 due; /* DCP_MODE_TRAILING: µs since the Epoch */
+} DcpSettings;
+
+DcpSettings *dcp_settings_new (void);
+void dcp_settings_free (DcpSettings *settings);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpSettings, dcp_settings_free)
+
+gboolean dcp_settings_parse (DcpSettings *settings, int argc, char **argv, GError **error);

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* deltachat-push: wake Delta Chat devices when mail arrives.
+ *
+ * main() is short and linear: make sure fds 0-2 exist, set up signals,
+ * parse the settings, run, and turn the result into one of the two exit
+ * codes a mail system understands.  Every caller we know treats 0 as
+ * "delivered" and 75 (EX_TEMPFAIL) as "try again later"; almost any other
+ * code makes Postfix or Exim bounce the user's mail, so none is ever used. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <gmime/gmime.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "dcp-log.h"
+#include "dcp-run.h"
+#include "dcp-settings.h"
+
+static int
+status_to_exit (DcpStatus status, gboolean best_effort)
+{
+  switch (status)
+    {
+    case DCP_STATUS_DONE:
+      return EX_OK;
+    case DCP_STATUS_TRANSIENT:
+      return best_effort ? EX_OK : EX_TEMPFAIL;
+    case DCP_STATUS_CONFIG:
+    default:
+      return EX_TEMPFAIL;
+    }
+}
+
+/* A caller that gives up on us (Dovecot's timeout, systemd stopping
+ * getmail) sends SIGTERM: say so and ask for a retry, never die by the
+ * signal (Exim bounces mail whose agent was killed). */
+static void
+on_signal (int sig)
+{
+  static const char msg[] = "deltachat-push: interrupted by a signal, exiting 75 for a retry\n";
+  (void) sig;
+  (void) !write (STDERR_FILENO, msg, sizeof msg - 1);
+  _exit (EX_TEMPFAIL);
+}
+
+static void
+ensure_std_fds (void)
+{
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl (fd, F_GETFD) < 0)
+      {
+        int n = open ("/dev/null", O_RDWR);
+        if (n >= 0 && n != fd)
+          close (n);
+      }
+}
+
+static void
+setup_signals (void)
+{
+  struct sigaction sa;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+  sa.sa_handler = SIG_IGN;
+  sigaction (SIGPIPE, &sa, NULL);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr (DcpSettings) settings = dcp_settings_new ();
+  g_autoptr (GError) error = NULL;
+  DcpStatus status;
+
+  ensure_std_fds ();
+  setup_signals ();
+
+  if (!dcp_settings_parse (settings, argc, argv, &error))
+    {
+      dcp_log_init (FALSE);
+      dcp_log_fatal_line ("configuration error: %s", error->message);
+      return status_to_exit (DCP_STATUS_CONFIG, FALSE);
+    }
+  if (settings->mode == DCP_MODE_HELP)
+    {
+      fputs (settings->help, stdout);
+      return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
+    }
+  if (settings->mode == DCP_MODE_VERSION)
+    {
+      puts (PACKAGE_NAME " " PACKAGE_VERSION);
+      return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
+    }
+
+  dcp_log_init (settings->verbose);
+  for (guint i = 0; i < settings->warnings->len; i++)
+    dcp_log (LOG_WARNING, "%s", (const gchar *) g_ptr_array_index (settings->warnings, i));
+
+  g_mime_init ();
+  status = dcp_run (settings, STDIN_FILENO);
+  return status_to_exit (status, settings->best_effort);
+}
