@@ -47,7 +47,7 @@ struct _DcpHttp {
   CURL *curl;
   struct curl_slist *headers;
   gsize received;
-  gboolean overflow;
+  gboolean headers_done; /* the final status line and headers are in */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -142,6 +142,27 @@ load_curl (CurlApi *api, GError **error)
   return TRUE;
 }
 
+/* We only need the status.  A body that is announced as large (or not
+ * announced at all) is not waited for; a small one is read so the
+ * connection can serve the next token. */
+static size_t
+on_header (char *data, size_t size, size_t nmemb, void *user)
+{
+  DcpHttp *http = user;
+  gsize len = size * nmemb;
+  long code = 0;
+  curl_off_t length = -1;
+
+  if (len > 2 || (len > 0 && data[0] != '\r' && data[0] != '\n'))
+    return len;
+  http->api.easy_getinfo (http->curl, CURLINFO_RESPONSE_CODE, &code);
+  if (code < 200)
+    return len; /* an interim 1xx answer */
+  http->headers_done = TRUE;
+  http->api.easy_getinfo (http->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+  return length < 0 || length > RESPONSE_MAX ? 0 : len;
+}
+
 static size_t
 on_body (char *data, size_t size, size_t nmemb, void *user)
 {
@@ -149,12 +170,7 @@ on_body (char *data, size_t size, size_t nmemb, void *user)
   (void) data;
 
   http->received += size * nmemb;
-  if (http->received > RESPONSE_MAX)
-    {
-      http->overflow = TRUE;
-      return 0; /* abort: we only need the status */
-    }
-  return size * nmemb;
+  return http->received > RESPONSE_MAX ? 0 : size * nmemb;
 }
 
 #define SETOPT(opt, val)                                                                           \
@@ -211,6 +227,8 @@ dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
   SETOPT (CURLOPT_USERAGENT, user_agent);
   SETOPT (CURLOPT_HTTPHEADER, http->headers);
   SETOPT (CURLOPT_POST, 1L);
+  SETOPT (CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT (CURLOPT_HEADERDATA, http);
   SETOPT (CURLOPT_WRITEFUNCTION, on_body);
   SETOPT (CURLOPT_WRITEDATA, http);
   SETOPT (CURLOPT_TCP_NODELAY, 1L);
@@ -241,7 +259,7 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
   CURLcode rc;
 
   http->received = 0;
-  http->overflow = FALSE;
+  http->headers_done = FALSE;
   http->errbuf[0] = '\0';
   http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDS, token);
   http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (token));
@@ -251,7 +269,8 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
   rc = http->api.easy_perform (http->curl);
   http->api.easy_getinfo (http->curl, CURLINFO_RESPONSE_CODE, &code);
   *status = code;
-  if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && http->overflow && code != 0))
+  /* once the headers are in, the answer is known, whatever the body does */
+  if (rc != CURLE_OK && !(http->headers_done && (code == 200 || code == 410)))
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "%s",
                    http->errbuf[0] ? http->errbuf : http->api.easy_strerror (rc));

@@ -336,6 +336,21 @@ note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
 {
   g_autoptr (GError) error = NULL;
 
+  if (r->s->best_effort)
+    {
+      dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
+      if (r->state != NULL)
+        dcp_state_retry_clear (r->state, msg->key);
+      return DCP_STATUS_DONE;
+    }
+  if (r->state == NULL)
+    {
+      /* without the cache we cannot count tries, and the callers that
+       * retry (getmail, fetchmail) would do so forever */
+      dcp_log (LOG_WARNING, "notification failed and the cache is unusable, so retries cannot "
+                            "be capped: giving up on this message");
+      return DCP_STATUS_DONE;
+    }
   retry->failures++;
   if (retry->first < 0)
     retry->first = now_s;
@@ -344,17 +359,13 @@ note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
       dcp_log (LOG_WARNING,
                "giving up on message %s after %u failed tries over %" G_GINT64_FORMAT " s",
                msg->message_id ? msg->message_id : msg->key, retry->failures, now_s - retry->first);
-      if (r->state != NULL)
-        dcp_state_retry_clear (r->state, msg->key);
+      dcp_state_retry_clear (r->state, msg->key);
       return DCP_STATUS_DONE;
     }
-  if (r->state != NULL && !dcp_state_retry_save (r->state, msg->key, retry, &error))
-    dcp_log (LOG_WARNING, "cannot record the failed try: %s", error->message);
-  if (r->s->best_effort)
+  if (!dcp_state_retry_save (r->state, msg->key, retry, &error))
     {
-      dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
-      if (r->state != NULL)
-        dcp_state_retry_clear (r->state, msg->key);
+      dcp_log (LOG_WARNING, "cannot record the failed try (%s), so retries cannot be capped: "
+                            "giving up on this message", error->message);
       return DCP_STATUS_DONE;
     }
   return DCP_STATUS_TRANSIENT;

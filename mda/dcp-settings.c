@@ -277,6 +277,17 @@ config_list (GKeyFile *kf, const gchar *path, const gchar *key, gchar ***out, GE
   return TRUE;
 }
 
+static gboolean
+config_seconds (GKeyFile *kf, const gchar *path, const gchar *key, gchar **out, GError **error)
+{
+  g_autofree gchar *what = g_strdup_printf ("config %s: %s", path, key);
+  gint64 ignored;
+
+  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
+    return TRUE;
+  return config_string (kf, path, key, out, error) && parse_seconds (what, *out, &ignored, error);
+}
+
 /* Merge the config file into whatever the command line left unset. */
 static gboolean
 read_config (Cli *c, gchar ***config_tokens, GError **error)
@@ -304,10 +315,10 @@ read_config (Cli *c, gchar ***config_tokens, GError **error)
         return FALSE;
     }
   return config_string (kf, path, "url", &c->url, error)
-         && config_string (kf, path, "window", &c->window, error)
+         && config_seconds (kf, path, "window", &c->window, error)
          && config_list (kf, path, "self", &c->self, error)
-         && config_string (kf, path, "max-age", &c->max_age, error)
-         && config_string (kf, path, "timeout", &c->timeout, error)
+         && config_seconds (kf, path, "max-age", &c->max_age, error)
+         && config_seconds (kf, path, "timeout", &c->timeout, error)
          && config_bool (kf, path, "chat-only", &c->chat_only, error)
          && config_bool (kf, path, "best-effort", &c->best_effort, error)
          && config_bool (kf, path, "no-trailing", &c->no_trailing, error)
@@ -322,16 +333,16 @@ make_context (Cli *c)
       "Read push tokens from FILE, one per line (repeatable)", "FILE" },
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &c->config,
       "Read settings from FILE (default: $XDG_CONFIG_HOME/deltachat-push/config)", "FILE" },
-    { "url", 'u', 0, G_OPTION_ARG_STRING, &c->url,
+    { "url", 'u', 0, G_OPTION_ARG_FILENAME, &c->url,
       "Notification proxy URL (default: " DCP_DEFAULT_URL ")", "URL" },
-    { "window", 'w', 0, G_OPTION_ARG_STRING, &c->window,
+    { "window", 'w', 0, G_OPTION_ARG_FILENAME, &c->window,
       "Per-token coalescing window, 0 turns rate limiting off (default: 10)", "SECONDS" },
-    { "self", 0, 0, G_OPTION_ARG_STRING_ARRAY, &c->self,
+    { "self", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->self,
       "Skip mail From this address of the account's own (repeatable)", "ADDRESS" },
-    { "max-age", 0, 0, G_OPTION_ARG_STRING, &c->max_age,
+    { "max-age", 0, 0, G_OPTION_ARG_FILENAME, &c->max_age,
       "Skip mail that reached the server longer ago, 0 = off (default: 86400)", "SECONDS" },
     { "chat-only", 0, 0, G_OPTION_ARG_NONE, &c->chat_only, "Skip mail without Chat-Version", NULL },
-    { "timeout", 0, 0, G_OPTION_ARG_STRING, &c->timeout,
+    { "timeout", 0, 0, G_OPTION_ARG_FILENAME, &c->timeout,
       "Wall-clock budget for the network part of a run (default: 8)", "SECONDS" },
     { "best-effort", 0, 0, G_OPTION_ARG_NONE, &c->best_effort,
       "Never exit 75: log transient failures and exit 0", NULL },
@@ -350,7 +361,7 @@ make_context (Cli *c)
     { "trailing-child", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &c->trailing_child, NULL,
       NULL },
     { "due", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &c->due, NULL, NULL },
-    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &c->rest, NULL, "[TOKEN…]" },
+    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->rest, NULL, "[TOKEN…]" },
     { NULL },
   };
   GOptionContext *ctx = g_option_context_new ("- push Delta Chat devices when mail arrives");

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Rate limit, trailing push, locking between concurrent runs."""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import dcptest  # noqa: E402
+from dcptest import SLOW, TOKEN, message  # noqa: E402
+
+WINDOW = 2
+
+
+class RateLimit(dcptest.TestCase):
+    def args(self, srv, *extra):
+        return ["-u", srv.url, "-w", str(WINDOW)] + list(extra) + [TOKEN]
+
+    def test_leading_then_trailing(self):
+        srv = self.server()
+        t0 = time.time()
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        self.assertEqual(srv.wait_for(1, 5), 1)
+        # inside the window: the caller is not kept waiting ...
+        r = self.run_bin(self.args(srv), message())
+        self.assertDone(r)
+        self.assertLess(r.elapsed, 1.0 * SLOW)
+        self.assertEqual(len(srv.requests), 1)
+        # ... a third message is covered by the same trailing push ...
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        # ... which arrives at the window's end, once
+        self.assertEqual(srv.wait_for(2, WINDOW + 5), 2)
+        gap = srv.requests[1].time - srv.requests[0].time
+        self.assertGreaterEqual(gap, WINDOW - 0.05)
+        self.assertLess(gap, WINDOW + 1.5 * SLOW)
+        self.assertLess(srv.requests[1].time - t0, WINDOW + 2 * SLOW)
+        time.sleep(WINDOW + 0.5)
+        self.assertEqual(len(srv.requests), 2)
+        self.assertEqual(srv.bodies(), [TOKEN.encode()] * 2)
+
+    def test_after_window_pushes_at_once(self):
+        srv = self.server()
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        time.sleep(WINDOW + 0.1)
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        self.assertEqual(len(srv.requests), 2)
+
+    def test_trailing_child_holds_no_caller_fds(self):
+        srv = self.server()
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        # Popen with pipes: communicate() returns only when every holder
+        # of the pipes' write ends is gone, so a trailing child that kept
+        # stdout or stderr would make this take the whole window.
+        t0 = time.monotonic()
+        p = subprocess.Popen(self.cmd(self.args(srv)), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=self.env)
+        out, err = p.communicate(message(), timeout=10)
+        self.assertEqual((p.returncode, out, err), (0, b"", b""))
+        self.assertLess(time.monotonic() - t0, 1.0 * SLOW)
+        self.assertEqual(srv.wait_for(2, WINDOW + 5), 2)
+
+    def test_no_trailing(self):
+        srv = self.server()
+        self.assertDone(self.run_bin(self.args(srv, "--no-trailing"), message()))
+        self.assertDone(self.run_bin(self.args(srv, "--no-trailing"), message()))
+        time.sleep(WINDOW + 1)
+        self.assertEqual(len(srv.requests), 1)
+
+    def test_window_zero(self):
+        srv = self.server()
+        for _ in range(3):
+            self.assertDone(self.run_bin(["-u", srv.url, "-w", "0", TOKEN],
+                                         message()))
+        self.assertEqual(len(srv.requests), 3)
+
+    def test_twenty_simultaneous_runs(self):
+        srv = self.server()
+        msg = self.write("m.eml", message())
+        procs = []
+        for _ in range(20):
+            f = open(msg, "rb")
+            procs.append((subprocess.Popen(
+                self.cmd(self.args(srv)), stdin=f, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=self.env), f))
+        for p, f in procs:
+            out, err = p.communicate(timeout=20 * SLOW)
+            f.close()
+            self.assertEqual((p.returncode, err), (0, b""))
+        self.assertEqual(srv.wait_for(2, WINDOW + 5), 2)
+        time.sleep(WINDOW + 0.5)
+        self.assertEqual(len(srv.requests), 2, "one leading, one trailing")
+        gap = srv.requests[1].time - srv.requests[0].time
+        self.assertGreaterEqual(gap, WINDOW - 0.05)
+
+    def test_trailing_child_killed_is_replaced(self):
+        srv = self.server()
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        # kill the detached trailing push before it sends
+        out = subprocess.run(["pgrep", "-f", "deltachat-push --trailing-child"],
+                             capture_output=True, text=True).stdout.split()
+        mine = [p for p in out if self.home in open(
+            "/proc/%s/environ" % p, "rb").read().decode("latin-1")]
+        self.assertEqual(len(mine), 1, out)
+        os.kill(int(mine[0]), 9)
+        time.sleep(0.2)
+        st = self.run_bin(["--status", TOKEN])
+        self.assertIn("pending=stale", st.stdout)
+        # the next message inside the window schedules a new one
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        self.assertEqual(srv.wait_for(2, WINDOW + 5), 2)
+
+    def test_cache_layout(self):
+        token = "webpush:https://push.example/x/../../etc/passwd|p|a"
+        srv = self.server()
+        self.assertDone(self.run_bin(["-u", srv.url, token], message()))
+        st = os.stat(self.cache)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o700)
+        names = os.listdir(self.cache)
+        self.assertTrue(names)
+        for n in names:
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.cache, n)).st_mode), 0o600)
+            self.assertNotIn("webpush", n)
+            self.assertNotIn("passwd", n)
+        self.assertEqual(srv.bodies(), [token.encode()])
+
+    def test_clock_stepped_back(self):
+        srv = self.server()
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        # a last-push time an hour in the future must not block pushes
+        for n in os.listdir(self.cache):
+            if n.endswith(".last"):
+                future = time.time() + 3600
+                os.utime(os.path.join(self.cache, n), (future, future))
+        self.assertDone(self.run_bin(self.args(srv), message()))
+        self.assertEqual(len(srv.requests), 2)
+
+
+if __name__ == "__main__":
+    dcptest.main()
