@@ -38,28 +38,48 @@ dcp_message_free (DcpMessage *msg)
   g_free (msg);
 }
 
-/* Offset just past the blank line that ends the header block, searching
- * from `from`; 0 when there is none yet. */
-static gsize
-find_header_end (const guint8 *data, gsize len, gsize from)
+/* Is this line (without its line end) a header field: a name of
+ * printable ASCII other than ':', optional blanks, then ':'? */
+static gboolean
+is_field_line (const guint8 *line, gsize len)
 {
-  if (from == 0)
+  gsize i = 0;
+
+  while (i < len && line[i] > ' ' && line[i] < 0x7f && line[i] != ':')
+    i++;
+  if (i == 0)
+    return FALSE;
+  while (i < len && (line[i] == ' ' || line[i] == '\t'))
+    i++;
+  return i < len && line[i] == ':';
+}
+
+/* Where the header block ends, scanning whole lines from *pos (a line
+ * start; updated so a later call resumes there).  The block ends after the
+ * first blank line, or before the first line that is neither a field nor
+ * a continuation of one: whatever follows is body, as lenient mail
+ * parsers see it.  An mbox From_ line is allowed first.  Returns 0 while
+ * no end is seen yet. */
+static gsize
+find_header_end (const guint8 *data, gsize len, gsize *pos)
+{
+  while (*pos < len)
     {
-      if (len >= 1 && data[0] == '\n')
-        return 1;
-      if (len >= 2 && data[0] == '\r' && data[1] == '\n')
-        return 2;
-    }
-  for (gsize i = from; i + 1 < len; i++)
-    {
-      const guint8 *nl = memchr (data + i, '\n', len - i - 1);
+      const guint8 *line = data + *pos;
+      const guint8 *nl = memchr (line, '\n', len - *pos);
+      gsize n;
+
       if (nl == NULL)
-        break;
-      i = nl - data;
-      if (nl[1] == '\n')
-        return i + 2;
-      if (i + 2 < len && nl[1] == '\r' && nl[2] == '\n')
-        return i + 3;
+        return 0;
+      n = nl - line;
+      if (n > 0 && line[n - 1] == '\r')
+        n--;
+      if (n == 0)
+        return *pos + (nl - line) + 1;
+      if (!(*pos == 0 && n >= 5 && memcmp (line, "From ", 5) == 0)
+          && !(*pos > 0 && (line[0] == ' ' || line[0] == '\t')) && !is_field_line (line, n))
+        return *pos > 0 ? *pos : (gsize) (nl - data) + 1;
+      *pos += (nl - line) + 1;
     }
   return 0;
 }
@@ -92,6 +112,7 @@ dcp_message_read_header (int fd, gsize *total_read, GError **error)
   gboolean regular = fstat (fd, &st) == 0 && S_ISREG (st.st_mode);
   gboolean eof = FALSE;
   gsize total = 0;
+  gsize scan = 0;
 
   while (buf->len < DCP_MESSAGE_HEADER_MAX)
     {
@@ -116,7 +137,7 @@ dcp_message_read_header (int fd, gsize *total_read, GError **error)
           eof = TRUE;
           break;
         }
-      end = find_header_end (buf->data, buf->len, old >= 2 ? old - 2 : 0);
+      end = find_header_end (buf->data, buf->len, &scan);
       if (end > 0)
         {
           g_byte_array_set_size (buf, end);
@@ -148,32 +169,6 @@ dcp_message_read_header (int fd, gsize *total_read, GError **error)
   return g_byte_array_free_to_bytes (g_steal_pointer (&buf));
 }
 
-/* A copy GMime can digest: no mbox From_ line, LF only, no NULs, ending in
- * a blank line so the parser sees an (empty) body. */
-static GByteArray *
-clean_header_block (const guint8 *data, gsize len)
-{
-  GByteArray *out = g_byte_array_sized_new (len + 2);
-  gsize i = 0;
-
-  if (len >= 5 && memcmp (data, "From ", 5) == 0)
-    {
-      const guint8 *nl = memchr (data, '\n', len);
-      i = nl ? (gsize) (nl - data) + 1 : len;
-    }
-  for (; i < len; i++)
-    {
-      guint8 c = data[i];
-      if (c == '\r' && i + 1 < len && data[i + 1] == '\n')
-        continue;
-      if (c == '\0')
-        c = ' ';
-      g_byte_array_append (out, &c, 1);
-    }
-  g_byte_array_append (out, (const guint8 *) "\n\n", 2);
-  return out;
-}
-
 static gchar *
 unfold (const gchar *raw)
 {
@@ -185,17 +180,25 @@ unfold (const gchar *raw)
   return g_strstrip (g_string_free (s, FALSE));
 }
 
-/* Fetching programs (getmail, fetchmail) add a Received field with the time
- * they fetched the message, not the time it reached the mail server. */
+/* Fetching programs add a Received field with the time they fetched the
+ * message, not the time it reached the mail server: getmail 6 writes
+ * "... with IMAP4 getmail6 ...", older getmail "(getmail 5.x)", fetchmail
+ * "(fetchmail-6.4.37)".  A host merely named getmail.example is no sign. */
 static gboolean
 received_by_fetcher (const gchar *value)
 {
   g_autofree gchar *lower = g_ascii_strdown (value, -1);
-  const gchar *semi = strrchr (lower, ';');
+  g_auto (GStrv) words = NULL;
+  gchar *semi = strrchr (lower, ';');
 
   if (semi != NULL)
-    lower[semi - lower] = '\0';
-  return strstr (lower, "getmail") != NULL || strstr (lower, "fetchmail") != NULL;
+    *semi = '\0';
+  words = g_strsplit_set (lower, " \t\r\n", -1);
+  for (gchar **w = words; *w != NULL; w++)
+    if (g_str_equal (*w, "getmail6") || g_str_equal (*w, "(getmail")
+        || g_str_has_prefix (*w, "(fetchmail-"))
+      return TRUE;
+  return FALSE;
 }
 
 static gint64
@@ -246,57 +249,99 @@ is_trace_header (const gchar *name, const gchar *value)
          || g_ascii_strcasecmp (name, "Envelope-To") == 0;
 }
 
+/* Auto-Submitted values kept: more than any real message has, few enough
+ * that a header block of nothing else costs little. */
+#define AUTO_SUBMITTED_MAX 64
+
+/* One field of the header block: name, then the raw value after ':'. */
 static void
-collect_facts (DcpMessage *msg, GMimeMessage *gm, GChecksum *sum)
+take_field (DcpMessage *msg, GPtrArray *autos, GByteArray *for_gmime, const gchar *name,
+            const gchar *value, GChecksum *sum, const GString *field)
 {
-  GMimeHeaderList *headers = g_mime_object_get_header_list (GMIME_OBJECT (gm));
-  g_autoptr (GPtrArray) autos = g_ptr_array_new ();
-  int count = headers ? g_mime_header_list_get_count (headers) : 0;
-  const gchar *mid;
+  if (!is_trace_header (name, value))
+    g_checksum_update (sum, (const guchar *) field->str, field->len);
 
-  for (int i = 0; i < count; i++)
+  if (g_ascii_strcasecmp (name, "Auto-Submitted") == 0)
     {
-      GMimeHeader *h = g_mime_header_list_get_header_at (headers, i);
-      const gchar *name = g_mime_header_get_name (h);
-      const gchar *raw = g_mime_header_get_raw_value (h);
+      if (autos->len < AUTO_SUBMITTED_MAX)
+        g_ptr_array_add (autos, unfold (value));
+    }
+  else if (g_ascii_strcasecmp (name, "Chat-Version") == 0)
+    msg->chat_version = TRUE;
+  else if (g_ascii_strcasecmp (name, "Received") == 0)
+    {
+      if (!received_by_fetcher (value))
+        msg->received = MAX (msg->received, received_date (value));
+    }
+  else if (g_ascii_strcasecmp (name, "From") == 0 || g_ascii_strcasecmp (name, "Message-ID") == 0)
+    {
+      /* address and Message-ID syntax is GMime's business; only the
+       * first of each counts */
+      g_byte_array_append (for_gmime, (const guint8 *) name, strlen (name));
+      g_byte_array_append (for_gmime, (const guint8 *) ":", 1);
+      g_byte_array_append (for_gmime, (const guint8 *) value, strlen (value));
+    }
+}
 
-      if (name == NULL)
-        continue;
-      if (raw == NULL)
-        raw = "";
-      if (g_ascii_strcasecmp (name, "Auto-Submitted") == 0)
-        g_ptr_array_add (autos, unfold (raw));
-      else if (g_ascii_strcasecmp (name, "Chat-Version") == 0)
-        msg->chat_version = TRUE;
-      else if (g_ascii_strcasecmp (name, "Received") == 0 && !received_by_fetcher (raw))
-        msg->received = MAX (msg->received, received_date (raw));
+/* Split the header block into fields (a first line and its continuation
+ * lines, LF line ends, NULs made blanks) and take the facts from each. */
+static GByteArray *
+scan_fields (DcpMessage *msg, const guint8 *data, gsize len, GChecksum *sum)
+{
+  GByteArray *for_gmime = g_byte_array_new ();
+  g_autoptr (GPtrArray) autos = g_ptr_array_new ();
+  g_autoptr (GString) field = g_string_new (NULL);
+  gsize pos = 0;
 
-      if (!is_trace_header (name, raw))
+  if (len >= 5 && memcmp (data, "From ", 5) == 0)
+    {
+      const guint8 *nl = memchr (data, '\n', len);
+      pos = nl ? (gsize) (nl - data) + 1 : len;
+    }
+  while (pos < len)
+    {
+      gsize colon, nlen;
+
+      g_string_truncate (field, 0);
+      do
         {
-          g_checksum_update (sum, (const guchar *) name, -1);
-          g_checksum_update (sum, (const guchar *) ":", 1);
-          g_checksum_update (sum, (const guchar *) raw, -1);
+          const guint8 *nl = memchr (data + pos, '\n', len - pos);
+          gsize end = nl ? (gsize) (nl - data) : len;
+          gsize n = end - pos;
+          if (n > 0 && data[pos + n - 1] == '\r')
+            n--;
+          for (gsize i = 0; i < n; i++)
+            g_string_append_c (field, data[pos + i] ? (gchar) data[pos + i] : ' ');
+          g_string_append_c (field, '\n');
+          pos = nl ? end + 1 : len;
         }
+      while (pos < len && (data[pos] == ' ' || data[pos] == '\t'));
+
+      colon = strcspn (field->str, ":\n");
+      if (field->str[colon] != ':')
+        continue;
+      nlen = colon;
+      while (nlen > 0 && (field->str[nlen - 1] == ' ' || field->str[nlen - 1] == '\t'))
+        nlen--;
+      field->str[nlen] = '\0'; /* the name, for now */
+      take_field (msg, autos, for_gmime, field->str, field->str + colon + 1, sum, field);
     }
   g_ptr_array_add (autos, NULL);
   msg->auto_submitted = (gchar **) g_ptr_array_steal (autos, NULL);
-
-  msg->from = first_mailbox (g_mime_message_get_from (gm), 0);
-  mid = g_mime_message_get_message_id (gm);
-  if (mid != NULL && *mid != '\0')
-    msg->message_id = g_strdup (mid);
+  g_byte_array_append (for_gmime, (const guint8 *) "\n", 1);
+  return for_gmime;
 }
 
 DcpMessage *
 dcp_message_new_from_bytes (const guint8 *data, gsize len)
 {
   DcpMessage *msg = g_new0 (DcpMessage, 1);
-  g_autoptr (GByteArray) clean = NULL;
+  g_autoptr (GByteArray) fields = NULL;
   g_autoptr (GMimeStream) stream = NULL;
   g_autoptr (GMimeParser) parser = NULL;
   g_autoptr (GMimeMessage) gm = NULL;
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
-  gsize end;
+  gsize end, scan = 0;
 
   msg->received = -1;
   if (len > DCP_MESSAGE_HEADER_MAX)
@@ -304,21 +349,24 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
       len = DCP_MESSAGE_HEADER_MAX;
       msg->truncated = TRUE;
     }
-  end = find_header_end (data, len, 0);
+  end = find_header_end (data, len, &scan);
   if (end > 0)
     len = end;
   else if (len == DCP_MESSAGE_HEADER_MAX)
     msg->truncated = TRUE;
   msg->header_length = len;
 
-  clean = clean_header_block (data, len);
-  stream = g_mime_stream_mem_new_with_buffer ((const char *) clean->data, clean->len);
+  fields = scan_fields (msg, data, len, sum);
+  stream = g_mime_stream_mem_new_with_buffer ((const char *) fields->data, fields->len);
   parser = g_mime_parser_new_with_stream (stream);
   gm = g_mime_parser_construct_message (parser, NULL);
   if (gm != NULL)
-    collect_facts (msg, gm, sum);
-  else
-    msg->auto_submitted = g_new0 (gchar *, 1);
+    {
+      const gchar *mid = g_mime_message_get_message_id (gm);
+      msg->from = first_mailbox (g_mime_message_get_from (gm), 0);
+      if (mid != NULL && *mid != '\0')
+        msg->message_id = g_strdup (mid);
+    }
 
   if (msg->message_id != NULL)
     {
@@ -326,8 +374,6 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
       g_checksum_update (sum, (const guchar *) "Message-ID:", -1);
       g_checksum_update (sum, (const guchar *) msg->message_id, -1);
     }
-  else if (gm == NULL)
-    g_checksum_update (sum, data, len);
   msg->key = g_strdup (g_checksum_get_string (sum));
   return msg;
 }
