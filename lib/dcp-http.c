@@ -90,6 +90,12 @@ dcp_url_check (const gchar *url, GError **error)
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "URL \"%s\" has no host", url);
       return FALSE;
     }
+  for (const gchar *p = host; *p != '\0'; p++)
+    if ((guchar) *p <= ' ' || (guchar) *p >= 0x7f)
+      {
+        g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "URL \"%s\" has a malformed host", url);
+        return FALSE;
+      }
   if (g_ascii_strcasecmp (scheme, "https") == 0)
     return TRUE;
   if (g_ascii_strcasecmp (scheme, "http") == 0)

@@ -249,9 +249,9 @@ is_trace_header (const gchar *name, const gchar *value)
          || g_ascii_strcasecmp (name, "Envelope-To") == 0;
 }
 
-/* Auto-Submitted values kept: more than any real message has, few enough
- * that a header block of nothing else costs little. */
-#define AUTO_SUBMITTED_MAX 64
+/* Of a From field, GMime sees this much: the first mailbox is all we use,
+ * and a list of 100 000 addresses would cost GMime ~100 MiB. */
+#define FROM_VALUE_MAX 8192
 
 /* One field of the header block: name, then the raw value after ':'. */
 static void
@@ -263,8 +263,7 @@ take_field (DcpMessage *msg, GPtrArray *autos, GByteArray *for_gmime, const gcha
 
   if (g_ascii_strcasecmp (name, "Auto-Submitted") == 0)
     {
-      if (autos->len < AUTO_SUBMITTED_MAX)
-        g_ptr_array_add (autos, unfold (value));
+      g_ptr_array_add (autos, unfold (value));
     }
   else if (g_ascii_strcasecmp (name, "Chat-Version") == 0)
     msg->chat_version = TRUE;
@@ -273,13 +272,19 @@ take_field (DcpMessage *msg, GPtrArray *autos, GByteArray *for_gmime, const gcha
       if (!received_by_fetcher (value))
         msg->received = MAX (msg->received, received_date (value));
     }
-  else if (g_ascii_strcasecmp (name, "From") == 0 || g_ascii_strcasecmp (name, "Message-ID") == 0)
+  else if ((g_ascii_strcasecmp (name, "From") == 0 && !msg->from_seen++)
+           || (g_ascii_strcasecmp (name, "Message-ID") == 0 && !msg->message_id_seen++))
     {
       /* address and Message-ID syntax is GMime's business; only the
        * first of each counts */
       g_byte_array_append (for_gmime, (const guint8 *) name, strlen (name));
       g_byte_array_append (for_gmime, (const guint8 *) ":", 1);
-      g_byte_array_append (for_gmime, (const guint8 *) value, strlen (value));
+      gsize n = strlen (value);
+      if (n > FROM_VALUE_MAX)
+        n = FROM_VALUE_MAX;
+      g_byte_array_append (for_gmime, (const guint8 *) value, n);
+      if (value[n - 1] != '\n')
+        g_byte_array_append (for_gmime, (const guint8 *) "\n", 1);
     }
 }
 
@@ -344,16 +349,14 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
   gsize end, scan = 0;
 
   msg->received = -1;
-  if (len > DCP_MESSAGE_HEADER_MAX)
+  end = find_header_end (data, MIN (len, DCP_MESSAGE_HEADER_MAX), &scan);
+  if (end > 0)
+    len = end;
+  else if (len >= DCP_MESSAGE_HEADER_MAX)
     {
       len = DCP_MESSAGE_HEADER_MAX;
       msg->truncated = TRUE;
     }
-  end = find_header_end (data, len, &scan);
-  if (end > 0)
-    len = end;
-  else if (len == DCP_MESSAGE_HEADER_MAX)
-    msg->truncated = TRUE;
   msg->header_length = len;
 
   fields = scan_fields (msg, data, len, sum);

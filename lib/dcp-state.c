@@ -225,8 +225,8 @@ is_gone (DcpState *state, const gchar *token)
 }
 
 /* Is a trailing push for this token scheduled and its process alive?  A
- * pending mark whose flock() can be taken belongs to a dead process and is
- * removed. */
+ * pending mark whose flock() can be taken belongs to a dead process; the
+ * next claim that needs a trailing push replaces it. */
 static gboolean
 pending_live (DcpState *state, const gchar *name, gint64 *due)
 {
@@ -363,7 +363,12 @@ dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot, gboo
   if (lock < 0)
     return FALSE;
   if (pushed)
-    ok = set_last (state, token, slot->claimed >= 0 ? slot->claimed : now, error);
+    {
+      /* only forwards: a slow push must not undo a newer one */
+      gint64 t = slot->claimed >= 0 ? slot->claimed : now;
+      if (t > get_last (state, token))
+        ok = set_last (state, token, t, error);
+    }
   else if (slot->claimed >= 0 && get_last (state, token) == slot->claimed)
     ok = set_last (state, token, slot->previous, error); /* roll our claim back */
   if (ok && result != NULL)
@@ -394,8 +399,9 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
   if (pread (pending_fd, buf, sizeof buf - 1, 0) > 0)
     (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, &previous, &due);
 
-  /* owed unless a push started since the pending mark was made */
-  if (!is_gone (state, token) && get_last (state, token) == previous)
+  /* owed unless a push started since the pending mark was made (a failed
+   * push rolls its claim back, possibly to no last push at all) */
+  if (!is_gone (state, token) && get_last (state, token) <= previous)
     {
       ok = set_last (state, token, now, error);
       if (ok)
@@ -489,8 +495,9 @@ gboolean
 dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError **error)
 {
   g_autofree gchar *name = retry_name (key);
-  gchar buf[8192] = { 0 };
+  g_autoptr (GString) text = g_string_new (NULL);
   g_auto (GStrv) lines = NULL;
+  gchar buf[4096];
   gssize n;
   int fd;
 
@@ -506,11 +513,10 @@ dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError
       int saved = errno;
       return set_errno_error (error, saved, "cannot open", name);
     }
-  n = read (fd, buf, sizeof buf - 1);
+  while ((n = read (fd, buf, sizeof buf)) > 0 && text->len < 1024 * 1024)
+    g_string_append_len (text, buf, n);
   close (fd);
-  if (n <= 0)
-    return TRUE;
-  lines = g_strsplit (buf, "\n", -1);
+  lines = g_strsplit (text->str, "\n", -1);
   if (lines[0] != NULL)
     {
       guint failures = 0;
