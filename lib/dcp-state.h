@@ -77,5 +77,6 @@ gboolean dcp_state_retry_save (DcpState *state, const gchar *key, const DcpRetry
                                GError **error);
 void dcp_state_retry_clear (DcpState *state, const gchar *key);
 void dcp_retry_clear (DcpRetry *retry);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DcpRetry, dcp_retry_clear)
 
 G_END_DECLS

@@ -141,30 +141,38 @@ push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts,
   return out != DCP_HTTP_FAILED;
 }
 
-/* Start the detached trailing push: a fresh exec of ourselves, in its own
- * session, holding nothing of the caller's (stdin is a pipe carrying the
- * token, stdout/stderr /dev/null, fd 3 the locked pending mark). */
+/* Start the detached trailing push: a fresh exec of ourselves (no thread
+ * or library state survives from this process), in its own session,
+ * holding nothing of the caller's: stdin is a pipe carrying the token,
+ * stdout and stderr are /dev/null, fd 3 is the locked pending mark.  A
+ * close-on-exec pipe tells us whether the exec worked. */
 static gboolean
 spawn_trailing (Run *r, const gchar *token, const DcpSlot *slot, GError **error)
 {
+  g_autofree gchar *exe = g_file_read_link ("/proc/self/exe", NULL);
   g_autofree gchar *due = g_strdup_printf ("--due=%" G_GINT64_FORMAT, slot->due);
   g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
   g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
   g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
-  gchar *argv[] = {
-    (gchar *) "deltachat-push", (gchar *) "--trailing-child", due, url, timeout, window, NULL
-  };
-  int pipefd[2];
-  int devnull;
+  gchar *argv[]
+      = { (gchar *) PACKAGE_NAME, (gchar *) "--trailing-child", due, url, timeout, window, NULL };
+  const gchar *path = exe != NULL ? exe : "/proc/self/exe";
+  int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
+  int devnull, child_errno = 0, wstatus;
+  gsize len = strlen (token);
+  gssize n;
   pid_t pid;
 
   devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0 || pipe2 (pipefd, O_CLOEXEC) < 0)
+  if (devnull < 0 || pipe2 (tok, O_CLOEXEC) < 0 || pipe2 (st, O_CLOEXEC) < 0)
     {
       int saved = errno;
+      for (int *fd = tok; fd < tok + 2; fd++)
+        if (*fd >= 0)
+          close (*fd);
       if (devnull >= 0)
         close (devnull);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start trailing push: %s",
+      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start the trailing push: %s",
                    g_strerror (saved));
       return FALSE;
     }
@@ -172,39 +180,48 @@ spawn_trailing (Run *r, const gchar *token, const DcpSlot *slot, GError **error)
   if (pid == 0)
     {
       /* only async-signal-safe calls from here to exec */
+      pid_t grandchild;
       setsid ();
-      if (fork () != 0)
-        _exit (0);
-      if (dup2 (pipefd[0], 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
-          || dup2 (slot->pending_fd, 3) < 0)
+      grandchild = fork ();
+      if (grandchild != 0)
+        {
+          if (grandchild < 0)
+            (void) !write (st[1], &errno, sizeof errno);
+          _exit (0);
+        }
+      if (dup2 (tok[0], 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
+          || dup2 (slot->pending_fd, 3) < 0 || dup3 (st[1], 4, O_CLOEXEC) < 0)
         _exit (1);
-      close_range (4, ~0U, 0);
-      execv ("/proc/self/exe", argv);
+      close_range (5, ~0U, 0);
+      execv (path, argv);
+      (void) !write (4, &errno, sizeof errno);
       _exit (1);
     }
-  close (pipefd[0]);
+  close (tok[0]);
+  close (st[1]);
   close (devnull);
   if (pid < 0)
     {
       int saved = errno;
-      close (pipefd[1]);
+      close (tok[1]);
+      close (st[0]);
       g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
       return FALSE;
     }
-  {
-    gsize len = strlen (token);
-    gssize n = write (pipefd[1], token, len);
-    close (pipefd[1]);
-    int st;
-    while (waitpid (pid, &st, 0) < 0 && errno == EINTR)
-      ;
-    if (n != (gssize) len)
-      {
-        g_set_error_literal (error, DCP_ERROR, DCP_ERROR_FAILED,
-                             "cannot hand the token to the trailing push");
-        return FALSE;
-      }
-  }
+  n = write (tok[1], token, len);
+  close (tok[1]);
+  while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
+    ;
+  /* EOF: the exec happened (or the child died before it, see below) */
+  if (read (st[0], &child_errno, sizeof child_errno) > 0 && child_errno == 0)
+    child_errno = EIO;
+  close (st[0]);
+  if (child_errno != 0 || n != (gssize) len)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start the trailing push: %s",
+                   child_errno ? g_strerror (child_errno) : "token not handed over");
+      return FALSE;
+    }
   return TRUE;
 }
 
@@ -364,8 +381,10 @@ note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
     }
   if (!dcp_state_retry_save (r->state, msg->key, retry, &error))
     {
-      dcp_log (LOG_WARNING, "cannot record the failed try (%s), so retries cannot be capped: "
-                            "giving up on this message", error->message);
+      dcp_log (LOG_WARNING,
+               "cannot record the failed try (%s), so retries cannot be capped: "
+               "giving up on this message",
+               error->message);
       return DCP_STATUS_DONE;
     }
   return DCP_STATUS_TRANSIENT;
@@ -378,7 +397,8 @@ run_deliver (Run *r, int fd)
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) header = NULL;
   g_autoptr (DcpMessage) msg = NULL;
-  DcpRetry retry = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
+  g_auto (DcpRetry) retry
+      = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
   gboolean transient = FALSE;
   g_autofree gchar *failure = NULL;
@@ -491,24 +511,17 @@ run_deliver (Run *r, int fd)
   fflush (stdout);
 
   if (dry)
-    {
-      dcp_retry_clear (&retry);
-      return DCP_STATUS_DONE;
-    }
+    return DCP_STATUS_DONE;
   if (!transient)
     {
       if (r->state != NULL && retry.failures > 0)
         dcp_state_retry_clear (r->state, msg->key);
-      dcp_retry_clear (&retry);
       return DCP_STATUS_DONE;
     }
-  {
-    DcpStatus st = note_failure (r, msg, &retry, now / G_USEC_PER_SEC);
-    if (st == DCP_STATUS_TRANSIENT)
-      dcp_log_fatal_line ("notification failed, will retry: %s", failure);
-    dcp_retry_clear (&retry);
-    return st;
-  }
+  if (note_failure (r, msg, &retry, now / G_USEC_PER_SEC) == DCP_STATUS_DONE)
+    return DCP_STATUS_DONE;
+  dcp_log_fatal_line ("notification failed, will retry: %s", failure);
+  return DCP_STATUS_TRANSIENT;
 }
 
 DcpStatus
