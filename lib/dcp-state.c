@@ -21,7 +21,7 @@
 #include "dcp-error.h"
 #include "dcp-token.h"
 
-#define LOCK_WAIT_US (5 * G_USEC_PER_SEC)
+#define LOCK_WAIT_US (2 * G_USEC_PER_SEC)
 #define LOCK_POLL_US 2000
 /* a last-push time further in the future than this means the clock was
  * stepped back: don't let it block pushes until the clock catches up */

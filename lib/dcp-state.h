@@ -37,6 +37,12 @@ typedef struct {
   int pending_fd;  /* TRAILING: the locked pending mark, or -1 */
 } DcpSlot;
 
+/* a slot that pushes without any state: no claim, no pending mark */
+#define DCP_SLOT_INIT                                                                              \
+  {                                                                                                \
+    .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1              \
+  }
+
 typedef struct {
   gint64 last;           /* last successful push, or -1 */
   gint64 result_time;    /* time of the last attempt, or -1 */

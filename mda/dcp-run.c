@@ -119,7 +119,8 @@ push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts,
     out = dcp_http_notify (http, token, r->deadline, max_attempts, &status, &error);
   now = g_get_real_time ();
   text = outcome_text (out, status, error);
-  if (r->state != NULL)
+  /* slot NULL: the token's state could not be had; don't wait for it twice */
+  if (r->state != NULL && slot != NULL)
     {
       g_autoptr (GError) serr = NULL;
       if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &serr))
@@ -281,8 +282,7 @@ run_ping (Run *r)
       const gchar *token = g_ptr_array_index (r->s->tokens, i);
       g_autofree gchar *shown = dcp_token_display (token);
       g_autofree gchar *text = NULL;
-      DcpSlot slot
-          = { .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1 };
+      DcpSlot slot = DCP_SLOT_INIT;
 
       (void) push_token (r, token, &slot, 1, &text);
       if (g_str_equal (text, "200 ok") && r->state != NULL)
@@ -440,9 +440,9 @@ run_deliver (Run *r, int fd)
       g_autofree gchar *shown = dcp_token_display (token);
       g_autofree gchar *hash = dcp_token_hash (token);
       g_autoptr (GError) serr = NULL;
-      DcpSlot slot
-          = { .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1 };
+      DcpSlot slot = DCP_SLOT_INIT;
       g_autofree gchar *text = NULL;
+      gboolean stateless = FALSE;
 
       if (retry_done_contains (&retry, hash))
         {
@@ -464,6 +464,7 @@ run_deliver (Run *r, int fd)
               g_clear_error (&serr);
               slot.kind = DCP_SLOT_PUSH;
               slot.claimed = -1;
+              stateless = TRUE;
             }
         }
       if (dry)
@@ -499,7 +500,7 @@ run_deliver (Run *r, int fd)
         default:
           break;
         }
-      if (push_token (r, token, &slot, 0, &text))
+      if (push_token (r, token, stateless ? NULL : &slot, 0, &text))
         g_ptr_array_add (retry.done, g_steal_pointer (&hash));
       else
         {
