@@ -105,12 +105,9 @@ read_some (int fd, guint8 *buf, gsize len)
 }
 
 GBytes *
-dcp_message_read_header (int fd, gsize *total_read, GError **error)
+dcp_message_read_header_block (int fd, gsize *total_read, GError **error)
 {
   g_autoptr (GByteArray) buf = g_byte_array_new ();
-  struct stat st;
-  gboolean regular = fstat (fd, &st) == 0 && S_ISREG (st.st_mode);
-  gboolean eof = FALSE;
   gsize total = 0;
   gsize scan = 0;
 
@@ -133,10 +130,7 @@ dcp_message_read_header (int fd, gsize *total_read, GError **error)
       g_byte_array_set_size (buf, old + n);
       total += n;
       if (n == 0)
-        {
-          eof = TRUE;
-          break;
-        }
+        break;
       end = find_header_end (buf->data, buf->len, &scan);
       if (end > 0)
         {
@@ -144,29 +138,53 @@ dcp_message_read_header (int fd, gsize *total_read, GError **error)
           break;
         }
     }
-
-  if (!regular && !eof)
-    {
-      guint8 sink[DRAIN_CHUNK];
-      for (;;)
-        {
-          gssize n = read_some (fd, sink, sizeof sink);
-          if (n < 0)
-            {
-              int saved = errno;
-              g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
-                           "draining the message: %s", g_strerror (saved));
-              return NULL;
-            }
-          if (n == 0)
-            break;
-          total += n;
-        }
-    }
-
   if (total_read != NULL)
     *total_read = total;
   return g_byte_array_free_to_bytes (g_steal_pointer (&buf));
+}
+
+gboolean
+dcp_message_drain (int fd, gsize *total_read, GError **error)
+{
+  guint8 sink[DRAIN_CHUNK];
+  struct stat st;
+  gsize total = 0;
+
+  if (total_read != NULL)
+    *total_read = 0;
+  if (fstat (fd, &st) == 0 && S_ISREG (st.st_mode))
+    return TRUE;
+  for (;;)
+    {
+      gssize n = read_some (fd, sink, sizeof sink);
+      if (n < 0)
+        {
+          int saved = errno;
+          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                       "draining the message: %s", g_strerror (saved));
+          return FALSE;
+        }
+      if (n == 0)
+        break;
+      total += n;
+    }
+  if (total_read != NULL)
+    *total_read = total;
+  return TRUE;
+}
+
+GBytes *
+dcp_message_read_header (int fd, gsize *total_read, GError **error)
+{
+  g_autoptr (GBytes) header = NULL;
+  gsize head = 0, rest = 0;
+
+  header = dcp_message_read_header_block (fd, &head, error);
+  if (header == NULL || !dcp_message_drain (fd, &rest, error))
+    return NULL;
+  if (total_read != NULL)
+    *total_read = head + rest;
+  return g_steal_pointer (&header);
 }
 
 static gchar *

@@ -26,6 +26,8 @@ typedef struct {
 } DcpMessage;
 
 DcpMessage *dcp_message_new_from_bytes (const guint8 *data, gsize len);
+GBytes *dcp_message_read_header_block (int fd, gsize *total_read, GError **error);
+gboolean dcp_message_drain (int fd, gsize *total_read, GError **error);
 GBytes *dcp_message_read_header (int fd, gsize *total_read, GError **error);
 void dcp_message_free (DcpMessage *msg);
 

@@ -33,6 +33,8 @@ typedef struct {
   DcpSettings *s;
   DcpState *state; /* NULL when the cache is unusable */
   DcpHttp *http;   /* loaded on first use */
+  GThread *loader; /* loading http while stdin is drained */
+  GError *load_error;
   gint64 deadline; /* monotonic µs: end of the network budget */
   gboolean http_failed;
 } Run;
@@ -40,23 +42,49 @@ typedef struct {
 static void
 run_clear (Run *r)
 {
+  if (r->loader != NULL)
+    g_thread_join (g_steal_pointer (&r->loader));
+  g_clear_error (&r->load_error);
   g_clear_pointer (&r->state, dcp_state_free);
   g_clear_pointer (&r->http, dcp_http_free);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
 
+static gpointer
+load_http (gpointer data)
+{
+  Run *r = data;
+
+  r->http = dcp_http_new (r->s->url, USER_AGENT, &r->load_error);
+  return NULL;
+}
+
+/* Loading libcurl and OpenSSL takes milliseconds and does not depend on
+ * the message: once we know something will be sent, do it on the other
+ * core while stdin is drained. */
+static void
+start_loading_http (Run *r)
+{
+  if (r->http == NULL && r->loader == NULL)
+    r->loader = g_thread_new ("load-http", load_http, r);
+}
+
 static DcpHttp *
 get_http (Run *r, GError **error)
 {
-  if (r->http == NULL && !r->http_failed)
-    {
-      r->http = dcp_http_new (r->s->url, USER_AGENT, error);
-      r->http_failed = r->http == NULL;
-      return r->http;
-    }
+  if (r->loader != NULL)
+    g_thread_join (g_steal_pointer (&r->loader));
+  else if (r->http == NULL && !r->http_failed)
+    load_http (r);
   if (r->http == NULL)
-    g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
+    {
+      r->http_failed = TRUE;
+      if (r->load_error != NULL)
+        g_propagate_error (error, g_steal_pointer (&r->load_error));
+      else
+        g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
+    }
   return r->http;
 }
 
@@ -390,26 +418,118 @@ note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
   return DCP_STATUS_TRANSIENT;
 }
 
+/* What a run does for one token. */
+typedef struct {
+  const gchar *token;
+  gchar *shown;
+  gchar *hash;
+  DcpSlot slot;
+  gboolean stateless; /* its state could not be had: push without it */
+  gboolean done;      /* already notified for this message on an earlier try */
+} Plan;
+
+static void
+plan_clear (Plan *p)
+{
+  g_free (p->shown);
+  g_free (p->hash);
+  if (p->slot.pending_fd >= 0)
+    close (p->slot.pending_fd);
+}
+
+/* Decide per token from its state: claim it (or only look, for a dry
+ * run).  Without a usable state the token is pushed regardless. */
+static void
+plan_token (Run *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 window = r->s->window * G_USEC_PER_SEC;
+  gboolean ok;
+
+  p->shown = dcp_token_display (p->token);
+  p->hash = dcp_token_hash (p->token);
+  p->slot = (DcpSlot) DCP_SLOT_INIT;
+  p->done = retry_done_contains (retry, p->hash);
+  if (p->done || r->state == NULL)
+    {
+      p->stateless = r->state == NULL;
+      return;
+    }
+  ok = dry ? dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot, &error)
+           : dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error);
+  if (!ok)
+    {
+      dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
+               error->message);
+      p->slot = (DcpSlot) DCP_SLOT_INIT;
+      p->stateless = TRUE;
+    }
+}
+
+/* Everything but a push: log it, start a trailing push.  Returns TRUE
+ * when the token is still to be pushed now. */
+static gboolean
+settle_token (Run *r, Plan *p)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (p->done)
+    {
+      dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
+      return FALSE;
+    }
+  switch (p->slot.kind)
+    {
+    case DCP_SLOT_GONE:
+      dcp_log (LOG_WARNING, "%s: token is marked gone (410); replace it, then run --ping",
+               p->shown);
+      return FALSE;
+    case DCP_SLOT_LIMITED:
+      dcp_log (LOG_INFO, "%s: rate-limited", p->shown);
+      return FALSE;
+    case DCP_SLOT_COVERED:
+      dcp_log (LOG_INFO, "%s: rate-limited, a trailing push is already pending", p->shown);
+      return FALSE;
+    case DCP_SLOT_TRAILING:
+      if (spawn_trailing (r, p->token, &p->slot, &error))
+        {
+          dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", p->shown);
+          return FALSE;
+        }
+      dcp_log (LOG_WARNING, "%s: %s; pushing now instead", p->shown, error->message);
+      close (p->slot.pending_fd);
+      p->slot = (DcpSlot) DCP_SLOT_INIT;
+      p->stateless = TRUE;
+      return TRUE;
+    case DCP_SLOT_PUSH:
+    default:
+      return TRUE;
+    }
+}
+
 static DcpStatus
 run_deliver (Run *r, int fd)
 {
   gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
+  guint n = r->s->tokens->len;
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) header = NULL;
   g_autoptr (DcpMessage) msg = NULL;
+  g_autoptr (GArray) plans = g_array_sized_new (FALSE, TRUE, sizeof (Plan), n);
   g_auto (DcpRetry) retry
       = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
-  gboolean transient = FALSE;
+  gboolean transient = FALSE, pushing = FALSE;
   g_autofree gchar *failure = NULL;
   gint64 now = g_get_real_time ();
   DcpVerdict verdict;
-  gsize total = 0;
 
-  header = dcp_message_read_header (fd, &total, &error);
+  g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
+  header = dcp_message_read_header_block (fd, NULL, &error);
   if (header == NULL)
     {
       dcp_log (LOG_WARNING, "%s; notifying anyway", error->message);
+      g_clear_error (&error);
       header = g_bytes_new (NULL, 0);
     }
   msg = dcp_message_new_from_bytes (g_bytes_get_data (header, NULL), g_bytes_get_size (header));
@@ -417,102 +537,67 @@ run_deliver (Run *r, int fd)
     dcp_log (LOG_WARNING, "header block longer than %d bytes; deciding on its start",
              DCP_MESSAGE_HEADER_MAX);
   verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
+
+  if (verdict == DCP_VERDICT_NOTIFY)
+    {
+      open_state (r, !dry);
+      if (r->state != NULL)
+        (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
+      g_array_set_size (plans, n);
+      for (guint i = 0; i < n; i++)
+        {
+          Plan *p = &g_array_index (plans, Plan, i);
+          p->token = g_ptr_array_index (r->s->tokens, i);
+          plan_token (r, p, &retry, now, dry);
+          pushing = pushing || (!p->done && p->slot.kind == DCP_SLOT_PUSH);
+        }
+      if (pushing && !dry)
+        start_loading_http (r);
+    }
+
+  /* the caller's pipe is read to EOF before any network work */
+  if (!dcp_message_drain (fd, NULL, &error))
+    dcp_log (LOG_WARNING, "%s", error->message);
+
   if (verdict != DCP_VERDICT_NOTIFY)
     {
       dcp_log (LOG_INFO, "message %s: %s", msg->message_id ? msg->message_id : "(no Message-ID)",
                dcp_verdict_to_string (verdict));
-      for (guint i = 0; dry && i < r->s->tokens->len; i++)
+      for (guint i = 0; dry && i < n; i++)
         {
           g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->s->tokens, i));
           printf ("%s %s\n", dcp_verdict_to_string (verdict), shown);
         }
       return DCP_STATUS_DONE;
     }
-
-  open_state (r, !dry);
-  if (r->state != NULL)
-    (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
-  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
-
-  for (guint i = 0; i < r->s->tokens->len; i++)
+  if (dry)
     {
-      const gchar *token = g_ptr_array_index (r->s->tokens, i);
-      g_autofree gchar *shown = dcp_token_display (token);
-      g_autofree gchar *hash = dcp_token_hash (token);
-      g_autoptr (GError) serr = NULL;
-      DcpSlot slot = DCP_SLOT_INIT;
-      g_autofree gchar *text = NULL;
-      gboolean stateless = FALSE;
+      for (guint i = 0; i < n; i++)
+        {
+          Plan *p = &g_array_index (plans, Plan, i);
+          printf ("%s %s\n", p->done ? "already-notified" : slot_word (p->slot.kind), p->shown);
+        }
+      return DCP_STATUS_DONE;
+    }
 
-      if (retry_done_contains (&retry, hash))
-        {
-          dcp_log (LOG_INFO, "%s: already notified on an earlier try", shown);
-          if (dry)
-            printf ("already-notified %s\n", shown);
-          continue;
-        }
-      if (r->state != NULL)
-        {
-          gboolean ok = dry ? dcp_state_peek (r->state, token, now, r->s->window * G_USEC_PER_SEC,
-                                              r->s->trailing, &slot, &serr)
-                            : dcp_state_claim (r->state, token, now, r->s->window * G_USEC_PER_SEC,
-                                               r->s->trailing, &slot, &serr);
-          if (!ok)
-            {
-              dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", shown,
-                       serr->message);
-              g_clear_error (&serr);
-              slot.kind = DCP_SLOT_PUSH;
-              slot.claimed = -1;
-              stateless = TRUE;
-            }
-        }
-      if (dry)
-        {
-          printf ("%s %s\n", slot_word (slot.kind), shown);
-          continue;
-        }
-      switch (slot.kind)
-        {
-        case DCP_SLOT_GONE:
-          dcp_log (LOG_WARNING, "%s: token is marked gone (410); replace it, then run --ping",
-                   shown);
-          continue;
-        case DCP_SLOT_LIMITED:
-          dcp_log (LOG_INFO, "%s: rate-limited", shown);
-          continue;
-        case DCP_SLOT_COVERED:
-          dcp_log (LOG_INFO, "%s: rate-limited, a trailing push is already pending", shown);
-          continue;
-        case DCP_SLOT_TRAILING:
-          if (spawn_trailing (r, token, &slot, &serr))
-            {
-              close (slot.pending_fd);
-              dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", shown);
-              continue;
-            }
-          dcp_log (LOG_WARNING, "%s: %s; pushing now instead", shown, serr->message);
-          close (slot.pending_fd);
-          slot.kind = DCP_SLOT_PUSH;
-          slot.claimed = -1;
-          break;
-        case DCP_SLOT_PUSH:
-        default:
-          break;
-        }
-      if (push_token (r, token, stateless ? NULL : &slot, 0, &text))
-        g_ptr_array_add (retry.done, g_steal_pointer (&hash));
+  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
+  for (guint i = 0; i < n; i++)
+    {
+      Plan *p = &g_array_index (plans, Plan, i);
+      g_autofree gchar *text = NULL;
+
+      if (!settle_token (r, p))
+        continue;
+      if (push_token (r, p->token, p->stateless ? NULL : &p->slot, 0, &text))
+        g_ptr_array_add (retry.done, g_strdup (p->hash));
       else
         {
           transient = TRUE;
           if (failure == NULL)
-            failure = g_strdup_printf ("%s %s", shown, text);
+            failure = g_strdup_printf ("%s %s", p->shown, text);
         }
     }
-  fflush (stdout);
 
-  if (dry)
-    return DCP_STATUS_DONE;
   if (!transient)
     {
       if (r->state != NULL && retry.failures > 0)
