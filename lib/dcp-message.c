@@ -160,8 +160,8 @@ dcp_message_drain (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
-                       "draining the message: %s", g_strerror (saved));
+          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "draining the message: %s",
+                       g_strerror (saved));
           return FALSE;
         }
       if (n == 0)

@@ -364,7 +364,9 @@ dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot, gboo
     return FALSE;
   if (pushed)
     {
-      /* only forwards: a slow push must not undo a newer one */
+      /* the window runs from the claim, so a trailing push can tell
+       * whether a push started after its message; only forwards, so a
+       * slow push never undoes a newer one */
       gint64 t = slot->claimed >= 0 ? slot->claimed : now;
       if (t > get_last (state, token))
         ok = set_last (state, token, t, error);

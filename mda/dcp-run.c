@@ -349,6 +349,19 @@ run_trailing (Run *r)
   open_state (r, TRUE);
   if (r->state == NULL)
     return DCP_STATUS_TRANSIENT;
+  /* the push that opened the window may have gone out later than it was
+   * claimed (a slow start, retries): keep a window after its end too */
+  for (int i = 0; i < 3; i++)
+    {
+      DcpTokenStatus st = { 0 };
+      gint64 left;
+      (void) dcp_state_get_status (r->state, buf, &st, NULL);
+      dcp_token_status_clear (&st);
+      left = MAX (st.last, st.result_time) + r->s->window * G_USEC_PER_SEC - g_get_real_time ();
+      if (left <= 0)
+        break;
+      g_usleep (MIN (left, r->s->window * G_USEC_PER_SEC));
+    }
   if (!dcp_state_trailing_begin (r->state, buf, 3, g_get_real_time (), &slot, &owed, &error))
     {
       dcp_log (LOG_WARNING, "%s: trailing push: %s", shown, error->message);
