@@ -114,7 +114,7 @@ dcp_url_check (const gchar *url, GError **error)
 static gboolean
 load_curl (CurlApi *api, GError **error)
 {
-  void *h = dlopen (DCP_LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+  void *h = dlopen (DCP_LIBCURL_SONAME, RTLD_LAZY | RTLD_LOCAL);
   struct {
     const char *name;
     void **slot;
