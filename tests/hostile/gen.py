@@ -242,6 +242,18 @@ def _():
     return [b"From: ", (262000, b"a@b,"), b"\nChat-Version: 1.0\n\nbody\n"]
 
 
+@case("from-tiny-groups.bin", 149000 * 7 + 50)
+def _():
+    # the same with a group around every mailbox
+    return [b"From: ", (149000, b"g:a@b;,"), b"\nChat-Version: 1.0\n\nbody\n"]
+
+
+@case("from-100k-fields.bin", 100000 * 10 + 50)
+def _():
+    # only the first From field counts; the others must cost nothing
+    return [(100000, b"From: a@b\n"), b"Chat-Version: 1.0\n\nbody\n"]
+
+
 @case("from-brackets.bin", 300000 + 100)
 def _():
     return [b"From: ", (100000, b'<"('), b"\nChat-Version: 1.0\n\nbody\n"]

@@ -1,0 +1,108 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# man-lint.sh MANPAGE [BINARY]
+#
+# TAP test for the hand-written mdoc page:
+#   1. groff -mandoc -ww -z -Tutf8 prints no warning at all (groff exits 0
+#      even when it warns, so any output on stderr or stdout is a failure);
+#   2. mandoc -Tlint -Wwarning is clean, when mandoc is installed (a second
+#      opinion that knows mdoc well; only this point may be skipped);
+#   3. if BINARY is given, every option that `BINARY --help` lists
+#      (long and short) appears in the rendered page, so an option cannot
+#      be added without being documented.
+#
+# groff, troff and the an/doc/mandoc macro packages come from the Debian
+# package groff-base (which man-db depends on, so it is nearly always there);
+# the full `groff` package is not needed for -Tutf8 or -Tascii.
+
+set -u
+
+page=${1:-}
+bin=${2:-}
+
+if [ -z "$page" ]; then
+	echo "usage: man-lint.sh MANPAGE [BINARY]" >&2
+	exit 2
+fi
+
+echo "1..3"
+failed=0
+
+fail() {
+	failed=1
+	echo "not ok $1"
+}
+
+diag() {
+	sed 's/^/# /'
+}
+
+# 1. groff warnings
+if ! command -v groff >/dev/null 2>&1; then
+	fail "1 - groff -ww (groff not installed; apt install groff-base)"
+elif [ ! -r "$page" ]; then
+	fail "1 - groff -ww ($page not readable)"
+else
+	out=$(groff -mandoc -ww -z -Tutf8 "$page" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+		echo "ok 1 - groff -mandoc -ww -z -Tutf8 is silent"
+	else
+		fail "1 - groff -mandoc -ww -z -Tutf8 (exit $rc)"
+		printf '%s\n' "$out" | diag
+	fi
+fi
+
+# 2. mandoc lint, warning level and above (style notes are not failures:
+# they include "referenced manual not found" for pages not installed here)
+if ! command -v mandoc >/dev/null 2>&1; then
+	echo "ok 2 # SKIP mandoc not installed"
+else
+	out=$(mandoc -Tlint -Wwarning "$page" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+		echo "ok 2 - mandoc -Tlint -Wwarning is clean"
+	else
+		fail "2 - mandoc -Tlint -Wwarning (exit $rc)"
+		printf '%s\n' "$out" | diag
+	fi
+fi
+
+# 3. every option of --help is documented
+if [ -z "$bin" ]; then
+	echo "ok 3 # SKIP no binary given"
+elif ! help=$("$bin" --help 2>&1) || [ -z "$help" ]; then
+	fail "3 - options documented ($bin --help failed)"
+	printf '%s\n' "$help" | diag
+else
+	# Plain ASCII rendering: no SGR, bold or underline, ASCII hyphens, and
+	# long lines so that nothing of interest is broken across lines.
+	text=$(groff -mandoc -Tascii -P-cbu -rLL=400n "$page" 2>/dev/null)
+	missing=""
+	# Long options as GOption prints them ("  -t, --token-file=FILE  ...").
+	# --help-all and --help-GROUP are GOption's own and not documented.
+	longs=$(printf '%s\n' "$help" |
+		grep -oE -- '(^|[^A-Za-z0-9-])--[A-Za-z0-9][A-Za-z0-9-]*' |
+		sed 's/^[^-]*//' | grep -v -- '^--help-' | sort -u)
+	# Short options: "-t," at the start of an option line.
+	shorts=$(printf '%s\n' "$help" |
+		sed -n 's/^[[:space:]]*\(-[A-Za-z0-9]\),.*/\1/p' | sort -u)
+	for opt in $longs $shorts; do
+		if ! printf '%s\n' "$text" |
+			grep -qE -- "(^|[^A-Za-z0-9-])$opt([^A-Za-z0-9-]|\$)"; then
+			missing="$missing $opt"
+		fi
+	done
+	if [ -z "$longs" ]; then
+		fail "3 - options documented (no long option found in --help)"
+		printf '%s\n' "$help" | diag
+	elif [ -n "$missing" ]; then
+		fail "3 - options documented (missing from the page:$missing)"
+	else
+		n=$(printf '%s\n' $longs $shorts | wc -l)
+		echo "ok 3 - all $n options of --help are in the page"
+	fi
+fi
+
+exit $failed
