@@ -1,0 +1,588 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Shared machinery for the caller tests (tests/callers/run.py).
+
+Everything here runs as one unprivileged user, in one temporary directory,
+on 127.0.0.1 only: a real Dovecot (IMAPS with IDLE, dovecot-lda with
+Pigeonhole Sieve) configured from scratch, a notification endpoint
+(tests/httpd.py), a wrapper around deltachat-push that records each run,
+and helpers to start and reliably stop every process we start.
+"""
+
+import email.utils
+import imaplib
+import os
+import pwd
+import grp
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# httpd.py lives in tests/ next to this directory, or was copied beside us.
+for d in (HERE, os.path.dirname(HERE)):
+    if os.path.exists(os.path.join(d, "httpd.py")):
+        sys.path.insert(0, d)
+        break
+from httpd import Server  # noqa: E402
+
+EXAMPLES = None  # set by run.py: the examples/ directory (or its copy)
+
+# Placeholders in examples/*: plain strings replaced by str.replace().
+PH_HOST = "imap.example.org"
+PH_USER = "alice@example.org"
+PH_BIN = "/usr/local/bin/deltachat-push"
+PH_HOME = "/home/alice"
+PH_CA = "/etc/ssl/certs/ca-certificates.crt"
+PH_PASSWORD_CMD = "/usr/bin/secret-tool"
+PH_PASSWORD = "secret-password"
+
+USER = "testuser"
+PASSWORD = "s3cret-test-password"
+TOKEN = "fcm-chat.delta:test-token-for-callers"
+
+
+# ---------------------------------------------------------------- TAP
+
+class Tap:
+    """Minimal TAP producer: ok/not ok lines, diagnostics, plan at the end."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def ok(self, cond, desc, diag=None):
+        with self.lock:
+            self.n += 1
+            if cond:
+                print("ok %d - %s" % (self.n, desc), flush=True)
+            else:
+                self.failed += 1
+                print("not ok %d - %s" % (self.n, desc), flush=True)
+                if diag:
+                    self.diag(diag)
+        return cond
+
+    def diag(self, text):
+        for line in str(text).splitlines() or [""]:
+            print("# " + line, flush=True)
+
+    def info(self, text):
+        """A measured figure, printed as a TAP comment."""
+        self.diag(text)
+
+    def finish(self):
+        print("1..%d" % self.n, flush=True)
+        return 1 if self.failed or self.n == 0 else 0
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every process we start gets its own process group; all are killed
+    at the end, and their group ids are recorded in a file so the
+    privileged outer runner can kill them too if we die first."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.pgfile = os.path.join(tmp, "pgids")
+        self.procs = []
+        self.groups = []  # groups of run() commands
+        self.lock = threading.Lock()
+
+    def start(self, argv, log=None, **kw):
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT
+                             if log else subprocess.DEVNULL,
+                             start_new_session=True, **kw)
+        if log:
+            out.close()
+        with self.lock:
+            self.procs.append(p)
+            with open(self.pgfile, "a") as f:
+                f.write("%d\n" % p.pid)
+        return p
+
+    def run(self, argv, input=None, timeout=60, **kw):
+        """Run to completion in its own group; kill the group on timeout."""
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
+                             else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True, **kw)
+        with self.lock:
+            with open(self.pgfile, "a") as f:
+                f.write("%d\n" % p.pid)
+        self.groups.append(p.pid)
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            return Result(None, out, err, True)
+        # What it left behind in its group (a trailing push, if it does
+        # not leave the group) lives on until stop_all(), as it would
+        # under a real caller.
+        return Result(p.returncode, out, err, False)
+
+    def stop(self, p, sig=signal.SIGTERM, wait=5):
+        if p.poll() is None:
+            killpg(p.pid, sig)
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                pass
+        killpg(p.pid, signal.SIGKILL)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self):
+        with self.lock:
+            procs = list(self.procs)
+        for p in reversed(procs):
+            self.stop(p, wait=3)
+        for pgid in self.groups:
+            killpg(pgid, signal.SIGKILL)
+
+
+class Result:
+    def __init__(self, rc, out, err, timed_out):
+        self.rc, self.out, self.err, self.timed_out = rc, out, err, timed_out
+
+    def __repr__(self):
+        return "rc=%r timed_out=%r stdout=%r stderr=%r" % (
+            self.rc, self.timed_out, self.out[-2000:], self.err[-2000:])
+
+
+def killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def tail(path, n=40):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError as e:
+        return "(%s)" % e
+
+
+# ---------------------------------------------------------------- world
+
+class World:
+    """The temporary directory and everything in it."""
+
+    def __init__(self, tmp, binary, procs, tap):
+        self.tmp = tmp
+        self.real_binary = binary
+        self.procs = procs
+        self.tap = tap
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.user = pwd.getpwuid(self.uid).pw_name
+        self.group = grp.getgrgid(self.gid).gr_name
+        self.home = self.path("home")
+        self.maildir = os.path.join(self.home, "Maildir")
+        self.cache = self.path("cache")
+        self.runs_log = self.path("runs.log")
+        self.url_file = self.path("url")
+        self.token_file = os.path.join(self.home, ".config", "deltachat-push",
+                                       "tokens")
+        for d in (self.home, self.cache, self.path("bin"),
+                  os.path.dirname(self.token_file)):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        with open(self.token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        os.chmod(self.token_file, 0o600)
+        self.wrapper = self.path("bin", "deltachat-push")
+        self.write_wrapper()
+        self.server = None
+        self.dovecot = None
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+    def env(self, **extra):
+        e = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+             "HOME": self.home, "USER": self.user, "LOGNAME": self.user,
+             "LANG": "C.UTF-8", "TZ": "UTC", "XDG_CACHE_HOME": self.cache,
+             "XDG_CONFIG_HOME": os.path.join(self.home, ".config"),
+             "TMPDIR": self.path("tmp")}
+        os.makedirs(e["TMPDIR"], exist_ok=True)
+        e.update(extra)
+        return e
+
+    def write_wrapper(self):
+        """A stand-in for /usr/local/bin/deltachat-push: runs the real
+        binary under /usr/bin/time (peak RSS) with the endpoint URL (file
+        'url') and --window=0 (or the content of the file 'window') added, and logs one line per run:
+            start end exitcode maxrss_kb stdin-kind
+        It execs nothing else and adds nothing to stdout or stderr.  If
+        the file 'capture' exists, stdin is also copied to capture.N."""
+        t = self.tmp
+        script = r"""#!/bin/sh
+# test wrapper written by tests/callers/harness.py
+XDG_CACHE_HOME=%(t)s/cache
+DCP_CALLERS_RUN=%(t)s
+export XDG_CACHE_HOME DCP_CALLERS_RUN
+start=$(/bin/date +%%s.%%N)
+kind=file
+[ -p /dev/stdin ] && kind=pipe
+url=$(/bin/cat %(t)s/url)
+window=0
+if [ -e %(t)s/window ]; then
+    # a state directory of its own, so earlier pushes (window 0) do not
+    # count against the window
+    window=$(/bin/cat %(t)s/window)
+    XDG_CACHE_HOME=%(t)s/cache-window$window
+fi
+rss=%(t)s/rss.$$
+if [ -e %(t)s/capture ]; then
+    /usr/bin/tee %(t)s/capture.$$ | /usr/bin/time -f %%M -o "$rss" \
+        %(bin)s --url="$url" --window="$window" "$@"
+    rc=$?
+else
+    /usr/bin/time -f %%M -o "$rss" %(bin)s --url="$url" --window="$window" "$@"
+    rc=$?
+fi
+end=$(/bin/date +%%s.%%N)
+kb=$(/usr/bin/tail -n 1 "$rss" 2>/dev/null)
+/bin/rm -f "$rss"
+echo "$start $end $rc ${kb:-0} $kind $$" >> %(t)s/runs.log
+exit $rc
+""" % {"t": t, "bin": self.real_binary}
+        with open(self.wrapper, "w") as f:
+            f.write(script)
+        os.chmod(self.wrapper, 0o755)
+
+    def set_window(self, seconds):
+        with open(self.path("window"), "w") as f:
+            f.write(str(seconds))
+
+    def leftovers(self):
+        """PIDs of deltachat-push processes (or our wrapper) still running:
+        runs that outlived their caller, e.g. trailing pushes.  Found
+        through /proc by our wrapper's environment mark or by the binary's
+        path, never by name."""
+        mark = ("DCP_CALLERS_RUN=" + self.tmp).encode()
+        exe = os.path.realpath(self.real_binary)
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                if os.stat("/proc/" + d).st_uid != self.uid:
+                    continue
+                try:
+                    if os.readlink("/proc/%s/exe" % d) == exe:
+                        pids.append(int(d))
+                        continue
+                except OSError:
+                    pass
+                with open("/proc/%s/environ" % d, "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if mark in env:
+                pids.append(int(d))
+        return pids
+
+    def kill_leftovers(self):
+        pids = self.leftovers()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return pids
+
+    def set_url(self, url):
+        with open(self.url_file + ".new", "w") as f:
+            f.write(url)
+        os.rename(self.url_file + ".new", self.url_file)
+
+    def start_server(self, statuses=(), default="200"):
+        self.server = Server(statuses=statuses, default=default).start()
+        self.set_url(self.server.url)
+        return self.server
+
+    def runs(self):
+        """[(start, end, rc, maxrss_kb, kind)] of deltachat-push runs."""
+        out = []
+        try:
+            with open(self.runs_log) as f:
+                for line in f:
+                    p = line.split()
+                    if len(p) >= 5:
+                        out.append((float(p[0]), float(p[1]), int(p[2]),
+                                    int(p[3]) if p[3].isdigit() else 0, p[4]))
+        except OSError:
+            pass
+        return out
+
+    # ------------------------------------------------------------ dovecot
+
+    def start_dovecot(self, sieve_bin=None):
+        d = self.path("dovecot")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        for sub in ("run", "state"):
+            os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
+        self.cert = os.path.join(d, "cert.pem")
+        key = os.path.join(d, "key.pem")
+        r = self.procs.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+             "-keyout", key, "-out", self.cert, "-days", "2",
+             # fetchmail matches names only (CN and DNS SANs), Python
+             # matches an IP address only against IP SANs: give both.
+             "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"],
+            timeout=60)
+        if r.rc != 0:
+            raise RuntimeError("openssl req failed: %r" % r)
+        os.chmod(key, 0o600)
+        self.imaps_port = free_port()
+        with open(os.path.join(d, "passwd"), "w") as f:
+            f.write("%s:{PLAIN}%s:%d:%d::%s::\n"
+                    % (USER, PASSWORD, self.uid, self.gid, self.home))
+        sieve_bin = sieve_bin or os.path.join(d, "sieve-bin")
+        os.makedirs(sieve_bin, exist_ok=True)
+        self.sieve_bin = sieve_bin
+        self.dovecot_log = os.path.join(d, "dovecot.log")
+        conf = DOVECOT_CONF % {
+            "d": d, "port": self.imaps_port, "user": self.user,
+            "group": self.group, "uid": self.uid, "cert": self.cert,
+            "key": key, "sieve_bin": sieve_bin,
+            "instance": "dcp-callers-%d" % os.getpid()}
+        self.dovecot_conf = os.path.join(d, "dovecot.conf")
+        with open(self.dovecot_conf, "w") as f:
+            f.write(conf)
+        self.dovecot = self.procs.start(
+            ["/usr/sbin/dovecot", "-F", "-c", self.dovecot_conf],
+            log=os.path.join(d, "master.out"), env=self.env())
+        if not wait_port(self.imaps_port, 20):
+            raise RuntimeError("dovecot did not start:\n%s\n%s" % (
+                tail(os.path.join(d, "master.out")), tail(self.dovecot_log)))
+        return self.dovecot
+
+    def stop_dovecot(self):
+        if self.dovecot is not None:
+            self.procs.stop(self.dovecot, wait=5)
+            self.dovecot = None
+
+    def deliver(self, msg, timeout=30):
+        """Deliver one message with dovecot-lda; returns (t0, Result)."""
+        t0 = time.time()
+        r = self.procs.run(
+            ["/usr/lib/dovecot/dovecot-lda", "-c", self.dovecot_conf,
+             "-d", USER, "-f", "sender@example.net"],
+            input=msg, timeout=timeout, env=self.env())
+        return t0, r
+
+    def imap(self):
+        ctx = ssl.create_default_context(cafile=self.cert)
+        c = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=ctx,
+                              timeout=15)
+        c.login(USER, PASSWORD)
+        return c
+
+    def flags(self):
+        """{Message-ID: set(flags)} of INBOX, read-only (EXAMINE)."""
+        c = self.imap()
+        try:
+            typ, data = c.select("INBOX", readonly=True)
+            n = int(data[0])
+            out = {}
+            if n:
+                typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS "
+                                    "(MESSAGE-ID)])")
+                for item in data:
+                    if not isinstance(item, tuple):
+                        continue
+                    meta = item[0].decode()
+                    fl = re.search(r"FLAGS \(([^)]*)\)", meta)
+                    mid = item[1].decode().split(":", 1)[-1].strip()
+                    out[mid] = set(fl.group(1).split()) if fl else set()
+            return out
+        finally:
+            try:
+                c.logout()
+            except Exception:
+                pass
+
+    def mark_seen(self, message_id):
+        c = self.imap()
+        try:
+            c.select("INBOX")
+            typ, data = c.search(None, "HEADER", "Message-ID", message_id)
+            for num in data[0].split():
+                c.store(num, "+FLAGS", r"(\Seen)")
+        finally:
+            c.logout()
+
+    def maildir_count(self, maildir=None):
+        maildir = maildir or self.maildir
+        n = 0
+        for sub in ("new", "cur"):
+            try:
+                n += len(os.listdir(os.path.join(maildir, sub)))
+            except OSError:
+                pass
+        return n
+
+    def example(self, name, replacements, mode=0o600, dest=None,
+                prepend=""):
+        """Copy examples/NAME with plain-string replacements applied; every
+        placeholder given must be present in the example."""
+        with open(os.path.join(EXAMPLES, name)) as f:
+            text = f.read()
+        for old, new in replacements:
+            if old not in text:
+                raise RuntimeError("placeholder %r not in examples/%s"
+                                   % (old, name))
+            text = text.replace(old, new)
+        dest = dest or self.path(name)
+        with open(dest, "w") as f:
+            f.write(prepend + text)
+        os.chmod(dest, mode)
+        return dest
+
+
+_seq = [0]
+
+
+def message(subject="test", received_ago=0, size=0, body=None, chat=True):
+    """A small message as a receiving MTA would hand it to dovecot-lda:
+    with a Received field (the server's clock) of its own."""
+    _seq[0] += 1
+    mid = "<callers-%d-%d-%d@example.net>" % (os.getpid(), _seq[0],
+                                              int(time.time() * 1000))
+    when = email.utils.formatdate(time.time() - received_ago, usegmt=True)
+    head = ("Received: from mx.example.net (mx.example.net [192.0.2.1])\n"
+            "\tby mail.example.org (Postfix) with ESMTPS id 4ABCD%d\n"
+            "\tfor <%s@example.org>; %s\n"
+            "From: bob@example.net\n"
+            "To: %s@example.org\n"
+            "Subject: %s\n"
+            "Date: %s\n"
+            "Message-ID: %s\n"
+            "MIME-Version: 1.0\n"
+            % (_seq[0], USER, when, USER, subject, when, mid))
+    if chat:
+        head += "Chat-Version: 1.0\n"
+    head += "Content-Type: text/plain; charset=utf-8\n\n"
+    if body is None:
+        body = "hello %d\n" % _seq[0]
+    if size:
+        line = ("x" * 75) + "\n"
+        body = line * (size // len(line) + 1)
+    return mid, (head + body).encode()
+
+
+DOVECOT_CONF = """\
+# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+base_dir = %(d)s/run
+state_dir = %(d)s/state
+instance_name = %(instance)s
+log_path = %(d)s/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <%(cert)s
+ssl_key = <%(key)s
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+default_internal_user = %(user)s
+default_internal_group = %(group)s
+default_login_user = %(user)s
+first_valid_uid = %(uid)d
+last_valid_uid = 0
+first_valid_gid = 0
+mail_location = maildir:~/Maildir
+mailbox_idle_check_interval = 30 secs
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%u %(d)s/passwd
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%%u %(d)s/passwd
+}
+service imap-login {
+  chroot =
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = %(port)d
+    ssl = yes
+  }
+}
+service anvil {
+  chroot =
+}
+service auth {
+  unix_listener auth-userdb {
+    user = %(user)s
+    mode = 0600
+  }
+}
+service stats {
+  unix_listener stats-reader {
+    user = %(user)s
+  }
+  unix_listener stats-writer {
+    user = %(user)s
+  }
+}
+protocol lda {
+  mail_plugins = $mail_plugins sieve
+  postmaster_address = postmaster@example.org
+}
+# As examples/deltachat-push.sieve says.
+plugin {
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_plugins = sieve_extprograms
+  sieve_extensions = +vnd.dovecot.pipe
+  sieve_pipe_bin_dir = %(sieve_bin)s
+}
+"""
