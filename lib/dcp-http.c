@@ -12,8 +12,9 @@
  * RESPONSE_MAX bytes of an answer. */
 #include "dcp-http.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
-#include <gio/gio.h>
+#include <netinet/in.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -54,19 +55,20 @@ struct _DcpHttp {
 static gboolean
 is_loopback (const gchar *host)
 {
-  g_autoptr (GInetAddress) addr = NULL;
+  g_autofree gchar *inner = NULL;
+  struct in6_addr a6;
+  struct in_addr a4;
   gsize len = strlen (host);
 
   if (g_ascii_strcasecmp (host, "localhost") == 0)
     return TRUE;
+  /* GUri gives IPv6 literals without their brackets */
   if (len > 2 && host[0] == '[' && host[len - 1] == ']')
-    {
-      g_autofree gchar *inner = g_strndup (host + 1, len - 2);
-      addr = g_inet_address_new_from_string (inner);
-    }
-  else
-    addr = g_inet_address_new_from_string (host);
-  return addr != NULL && g_inet_address_get_is_loopback (addr);
+    host = inner = g_strndup (host + 1, len - 2);
+  if (strchr (host, ':') != NULL)
+    return inet_pton (AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK (&a6);
+  /* 127.0.0.0/8, written the one way inet_pton accepts (no 127.1) */
+  return inet_pton (AF_INET, host, &a4) == 1 && (ntohl (a4.s_addr) >> 24) == 127;
 }
 
 gboolean
@@ -200,7 +202,8 @@ dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
 
   if (!load_curl (&http->api, error))
     return NULL;
-  rc = http->api.global_init (CURL_GLOBAL_DEFAULT);
+  rc = http->api.global_init (g_str_has_prefix (url, "https:") ? CURL_GLOBAL_DEFAULT
+                                                               : CURL_GLOBAL_NOTHING);
   if (rc != CURLE_OK)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_global_init: %s",
