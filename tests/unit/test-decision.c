@@ -84,7 +84,8 @@ test_auto_submitted_table (void)
       gchar *values[] = { (gchar *) c->value, NULL };
       DcpMessage m = plain_facts ();
 
-      g_test_message ("Auto-Submitted: \"%s\"", c->value);
+      g_autofree gchar *shown = g_strescape (c->value, NULL); /* TAP wants UTF-8 */
+      g_test_message ("Auto-Submitted: \"%s\"", shown);
       g_assert_cmpint (dcp_auto_submitted_is_automatic (c->value), ==, c->automatic);
       m.auto_submitted = values;
       g_assert_cmpint (dcp_decide (&m, &default_policy, NOW), ==,
