@@ -20,6 +20,7 @@
 #include <curl/curl.h>
 
 #include "dcp-error.h"
+#include "dcp-sanitizer-private.h"
 
 #ifndef DCP_LIBCURL_SONAME
 #define DCP_LIBCURL_SONAME "libcurl.so.4"
@@ -113,10 +114,29 @@ dcp_url_check (const gchar *url, GError **error)
   return FALSE;
 }
 
+static int
+dlopen_flags (void)
+{
+  /* lazy: some of libcurl's ~30 dependencies are not linked with -z now,
+   * and most of their symbols are never called */
+  int flags = RTLD_LAZY | RTLD_LOCAL;
+
+  /* RTLD_DEEPBIND: libcurl's tree resolves its thousands of relocations in
+   * itself first, instead of first probing every library we are linked
+   * with; measured 7 million instructions, ~0.8 ms of a push.  Not with an
+   * LD_PRELOADed allocator, which libcurl would then bypass, and not under
+   * a sanitizer, which refuses it. */
+#if defined(RTLD_DEEPBIND) && !defined(DCP_SANITIZED)
+  if (g_getenv ("LD_PRELOAD") == NULL)
+    flags |= RTLD_DEEPBIND;
+#endif
+  return flags;
+}
+
 static gboolean
 load_curl (CurlApi *api, GError **error)
 {
-  void *h = dlopen (DCP_LIBCURL_SONAME, RTLD_LAZY | RTLD_LOCAL);
+  void *h = dlopen (DCP_LIBCURL_SONAME, dlopen_flags ());
   struct {
     const char *name;
     void **slot;

@@ -33,8 +33,6 @@ typedef struct {
   DcpSettings *s;
   DcpState *state; /* NULL when the cache is unusable */
   DcpHttp *http;   /* loaded on first use */
-  GThread *loader; /* loading http while stdin is drained */
-  GError *load_error;
   gint64 deadline; /* monotonic µs: end of the network budget */
   gboolean http_failed;
 } Run;
@@ -42,49 +40,26 @@ typedef struct {
 static void
 run_clear (Run *r)
 {
-  if (r->loader != NULL)
-    g_thread_join (g_steal_pointer (&r->loader));
-  g_clear_error (&r->load_error);
   g_clear_pointer (&r->state, dcp_state_free);
   g_clear_pointer (&r->http, dcp_http_free);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
 
-static gpointer
-load_http (gpointer data)
-{
-  Run *r = data;
-
-  r->http = dcp_http_new (r->s->url, USER_AGENT, &r->load_error);
-  return NULL;
-}
-
-/* Loading libcurl and OpenSSL takes milliseconds and does not depend on
- * the message: once we know something will be sent, do it on the other
- * core while stdin is drained. */
-static void
-start_loading_http (Run *r)
-{
-  if (r->http == NULL && r->loader == NULL)
-    r->loader = g_thread_new ("load-http", load_http, r);
-}
-
+/* libcurl is loaded on first use only: runs that send nothing never pay
+ * for it.  (Loading it on a second thread while stdin is drained was
+ * measured: on two cores it cost more than it saved.) */
 static DcpHttp *
 get_http (Run *r, GError **error)
 {
-  if (r->loader != NULL)
-    g_thread_join (g_steal_pointer (&r->loader));
-  else if (r->http == NULL && !r->http_failed)
-    load_http (r);
-  if (r->http == NULL)
+  if (r->http == NULL && !r->http_failed)
     {
-      r->http_failed = TRUE;
-      if (r->load_error != NULL)
-        g_propagate_error (error, g_steal_pointer (&r->load_error));
-      else
-        g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
+      r->http = dcp_http_new (r->s->url, USER_AGENT, error);
+      r->http_failed = r->http == NULL;
+      return r->http;
     }
+  if (r->http == NULL)
+    g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
   return r->http;
 }
 
@@ -532,7 +507,7 @@ run_deliver (Run *r, int fd)
   g_auto (DcpRetry) retry
       = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
-  gboolean transient = FALSE, pushing = FALSE;
+  gboolean transient = FALSE;
   g_autofree gchar *failure = NULL;
   gint64 now = g_get_real_time ();
   DcpVerdict verdict;
@@ -562,10 +537,7 @@ run_deliver (Run *r, int fd)
           Plan *p = &g_array_index (plans, Plan, i);
           p->token = g_ptr_array_index (r->s->tokens, i);
           plan_token (r, p, &retry, now, dry);
-          pushing = pushing || (!p->done && p->slot.kind == DCP_SLOT_PUSH);
         }
-      if (pushing && !dry)
-        start_loading_http (r);
     }
 
   /* the caller's pipe is read to EOF before any network work */
