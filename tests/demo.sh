@@ -10,7 +10,8 @@ build=${1:-build}
 bin="$build/mda/deltachat-push"
 [ -x "$bin" ] || bin="$top/$bin"
 tmp=$(mktemp -d)
-trap 'kill "$srv" 2>/dev/null || true; rm -rf "$tmp"' EXIT INT TERM
+srv=
+trap 'if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT INT TERM
 
 python3 "$top/tests/httpd.py" --once --port-file "$tmp/port" --max-seconds 20 > "$tmp/request" &
 srv=$!
