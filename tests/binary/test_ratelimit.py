@@ -13,7 +13,7 @@ import dcptest  # noqa: E402
 from dcptest import SLOW, TOKEN, message  # noqa: E402
 
 # long enough that a run under valgrind finishes well inside it
-WINDOW = 2 if not dcptest.WRAPPER else 12
+WINDOW = 2 if not dcptest.WRAPPER else 8
 
 
 class RateLimit(dcptest.TestCase):
@@ -81,7 +81,7 @@ class RateLimit(dcptest.TestCase):
     def test_twenty_simultaneous_runs(self):
         # twenty runs under valgrind take a while on two cores: they must all
         # start inside one window for the test to mean anything
-        window = WINDOW if not dcptest.WRAPPER else 40
+        window = WINDOW if not dcptest.WRAPPER else 30
         srv = self.server()
         msg = self.write("m.eml", message())
         procs = []
