@@ -27,30 +27,33 @@ dcp_log_init (gboolean verbose)
   g_log_set_default_handler (glib_log_handler, NULL);
 }
 
+static void
+log_va (int priority, gboolean to_stderr, const gchar *format, va_list ap)
+{
+  g_autofree gchar *line = g_strdup_vprintf (format, ap);
+
+  syslog (priority, "%s", line);
+  if (to_stderr)
+    fprintf (stderr, "deltachat-push: %s\n", line);
+}
+
 void
 dcp_log (int priority, const gchar *format, ...)
 {
-  g_autofree gchar *line = NULL;
   va_list ap;
 
   va_start (ap, format);
-  line = g_strdup_vprintf (format, ap);
+  log_va (priority, log_verbose, format, ap);
   va_end (ap);
-  syslog (priority, "%s", line);
-  if (log_verbose)
-    fprintf (stderr, "deltachat-push: %s\n", line);
 }
 
 /* The one stderr line of a run that exits 75. */
 void
 dcp_log_fatal_line (const gchar *format, ...)
 {
-  g_autofree gchar *line = NULL;
   va_list ap;
 
   va_start (ap, format);
-  line = g_strdup_vprintf (format, ap);
+  log_va (LOG_ERR, TRUE, format, ap);
   va_end (ap);
-  syslog (LOG_ERR, "%s", line);
-  fprintf (stderr, "deltachat-push: %s\n", line);
 }
