@@ -91,18 +91,13 @@ format_time (gint64 us)
 }
 
 static gchar *
-outcome_text (DcpHttpOutcome out, glong status, const GError *error)
+outcome_text (DcpHttpOutcome out, const GError *error)
 {
-  switch (out)
-    {
-    case DCP_HTTP_OK:
-      return g_strdup ("200 ok");
-    case DCP_HTTP_GONE:
-      return g_strdup ("410 gone");
-    default:
-      return g_strdup_printf ("error: %s", error ? error->message : "failed");
-    }
-  (void) status;
+  if (out == DCP_HTTP_OK)
+    return g_strdup ("200 ok");
+  if (out == DCP_HTTP_GONE)
+    return g_strdup ("410 gone");
+  return g_strdup_printf ("error: %s", error ? error->message : "failed");
 }
 
 /* Send one token within the run's budget and record the result.  Returns
@@ -115,19 +110,19 @@ push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts,
   g_autofree gchar *text = NULL;
   DcpHttpOutcome out = DCP_HTTP_FAILED;
   DcpHttp *http = get_http (r, &error);
-  glong status = 0;
   gint64 now;
 
   if (http != NULL)
-    out = dcp_http_notify (http, token, r->deadline, max_attempts, &status, &error);
+    out = dcp_http_notify (http, token, r->deadline, max_attempts, NULL, &error);
   now = g_get_real_time ();
-  text = outcome_text (out, status, error);
+  text = outcome_text (out, error);
   /* slot NULL: the token's state could not be had; don't wait for it twice */
   if (r->state != NULL && slot != NULL)
     {
       g_autoptr (GError) serr = NULL;
       if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &serr))
         dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, serr->message);
+      g_clear_error (&serr);
       if (out == DCP_HTTP_GONE && !dcp_state_set_gone (r->state, token, TRUE, now, &serr))
         dcp_log (LOG_WARNING, "%s: cannot mark the token gone: %s", shown, serr->message);
     }
