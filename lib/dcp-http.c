@@ -290,10 +290,17 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
   http->received = 0;
   http->headers_done = FALSE;
   http->errbuf[0] = '\0';
-  http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDS, token);
-  http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (token));
-  http->api.easy_setopt (http->curl, CURLOPT_TIMEOUT_MS, ms);
-  http->api.easy_setopt (http->curl, CURLOPT_CONNECTTIMEOUT_MS, ms);
+  if ((rc = http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDS, token)) != CURLE_OK
+      || (rc = http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (token)))
+             != CURLE_OK
+      || (rc = http->api.easy_setopt (http->curl, CURLOPT_TIMEOUT_MS, ms)) != CURLE_OK
+      || (rc = http->api.easy_setopt (http->curl, CURLOPT_CONNECTTIMEOUT_MS, ms)) != CURLE_OK)
+    {
+      *status = 0;
+      g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "libcurl: %s",
+                   http->api.easy_strerror (rc));
+      return DCP_HTTP_FAILED;
+    }
 
   rc = http->api.easy_perform (http->curl);
   http->api.easy_getinfo (http->curl, CURLINFO_RESPONSE_CODE, &code);
