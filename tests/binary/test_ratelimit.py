@@ -105,12 +105,19 @@ class RateLimit(dcptest.TestCase):
         self.assertDone(self.run_bin(self.args(srv), message()))
         self.assertDone(self.run_bin(self.args(srv), message()))
         # kill the detached trailing push before it sends
-        out = subprocess.run(["pgrep", "-f", "deltachat-push --trailing-child"],
-                             capture_output=True, text=True).stdout.split()
-        mine = [p for p in out if self.home in open(
-            "/proc/%s/environ" % p, "rb").read().decode("latin-1")]
-        self.assertEqual(len(mine), 1, out)
-        os.kill(int(mine[0]), 9)
+        mine = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmdline = f.read()
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    environ = f.read()
+            except OSError:
+                continue
+            if b"--trailing-child" in cmdline and self.home.encode() in environ:
+                mine.append(int(pid))
+        self.assertEqual(len(mine), 1, mine)
+        os.kill(mine[0], 9)
         time.sleep(0.2)
         st = self.run_bin(["--status", TOKEN])
         self.assertIn("pending=stale", st.stdout)
