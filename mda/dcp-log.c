@@ -27,6 +27,9 @@ dcp_log_init (gboolean verbose)
   g_log_set_default_handler (glib_log_handler, NULL);
 }
 
+static void log_va (int priority, gboolean to_stderr, const gchar *format, va_list ap)
+    G_GNUC_PRINTF (3, 0);
+
 static void
 log_va (int priority, gboolean to_stderr, const gchar *format, va_list ap)
 {
