@@ -185,10 +185,16 @@ touch_file (DcpState *state, const gchar *name, gint64 t, const gchar *content, 
     }
   ts[0].tv_sec = ts[1].tv_sec = t / G_USEC_PER_SEC;
   ts[0].tv_nsec = ts[1].tv_nsec = (t % G_USEC_PER_SEC) * 1000;
-  if (futimens (fd, ts) < 0 || close (fd) < 0)
+  if (futimens (fd, ts) < 0)
     {
       int saved = errno;
+      close (fd);
       return set_errno_error (error, saved, "cannot update", name);
+    }
+  if (close (fd) < 0)
+    {
+      int saved = errno;
+      return set_errno_error (error, saved, "cannot close", name);
     }
   return TRUE;
 }
