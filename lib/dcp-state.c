@@ -230,6 +230,18 @@ is_gone (DcpState *state, const gchar *token)
   return stat_mtime (state, name) >= 0;
 }
 
+/* A pending mark holds "previous due": the last push when the trailing
+ * push was scheduled, and when it is due.  -1 for what cannot be read. */
+static void
+read_pending (int fd, gint64 *previous, gint64 *due)
+{
+  gchar buf[64] = { 0 };
+
+  *previous = *due = -1;
+  if (pread (fd, buf, sizeof buf - 1, 0) > 0)
+    (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, previous, due);
+}
+
 /* Is a trailing push for this token scheduled and its process alive?  A
  * pending mark whose flock() can be taken belongs to a dead process; the
  * next claim that needs a trailing push replaces it. */
@@ -243,11 +255,8 @@ pending_live (DcpState *state, const gchar *name, gint64 *due)
     return FALSE;
   if (due != NULL)
     {
-      gchar buf[64] = { 0 };
-      gint64 prev = -1;
-      *due = -1;
-      if (pread (fd, buf, sizeof buf - 1, 0) > 0)
-        (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, &prev, due);
+      gint64 previous;
+      read_pending (fd, &previous, due);
     }
   live = flock (fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
   close (fd);
@@ -393,8 +402,7 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
                           DcpSlot *slot, gboolean *owed, GError **error)
 {
   g_autofree gchar *pending = token_file (token, ".pending");
-  gchar buf[64] = { 0 };
-  gint64 previous = -1, due = -1;
+  gint64 previous, due;
   struct stat a, b;
   gboolean ok = TRUE;
   int lock;
@@ -404,8 +412,7 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
   lock = lock_token (state, token, error);
   if (lock < 0)
     return FALSE;
-  if (pread (pending_fd, buf, sizeof buf - 1, 0) > 0)
-    (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, &previous, &due);
+  read_pending (pending_fd, &previous, &due);
 
   /* owed unless a push started since the pending mark was made (a failed
    * push rolls its claim back, possibly to no last push at all) */
