@@ -271,28 +271,41 @@ is_trace_header (const gchar *name, const gchar *value)
  * and a list of 100 000 addresses would cost GMime ~100 MiB. */
 #define FROM_VALUE_MAX 8192
 
+/* What one pass over the header block collects. */
+typedef struct {
+  DcpMessage *msg;
+  GPtrArray *autos;      /* Auto-Submitted values */
+  GByteArray *for_gmime; /* the fields GMime parses */
+  GChecksum *sum;        /* the retry key without a Message-ID */
+  gboolean from_seen;
+  gboolean message_id_seen;
+} Scan;
+
 /* One field of the header block: name, then the raw value after ':'. */
 static void
-take_field (DcpMessage *msg, GPtrArray *autos, GByteArray *for_gmime, const gchar *name,
-            const gchar *value, GChecksum *sum, const GString *field)
+take_field (Scan *scan, const gchar *name, const gchar *value, const GString *field)
 {
+  GByteArray *for_gmime = scan->for_gmime;
+
   if (!is_trace_header (name, value))
-    g_checksum_update (sum, (const guchar *) field->str, field->len);
+    g_checksum_update (scan->sum, (const guchar *) field->str, field->len);
 
   if (g_ascii_strcasecmp (name, "Auto-Submitted") == 0)
-    {
-      g_ptr_array_add (autos, unfold (value));
-    }
+    g_ptr_array_add (scan->autos, unfold (value));
   else if (g_ascii_strcasecmp (name, "Chat-Version") == 0)
-    msg->chat_version = TRUE;
+    scan->msg->chat_version = TRUE;
   else if (g_ascii_strcasecmp (name, "Received") == 0)
     {
       if (!received_by_fetcher (value))
-        msg->received = MAX (msg->received, received_date (value));
+        scan->msg->received = MAX (scan->msg->received, received_date (value));
     }
-  else if ((g_ascii_strcasecmp (name, "From") == 0 && !msg->from_seen++)
-           || (g_ascii_strcasecmp (name, "Message-ID") == 0 && !msg->message_id_seen++))
+  else if ((g_ascii_strcasecmp (name, "From") == 0 && !scan->from_seen)
+           || (g_ascii_strcasecmp (name, "Message-ID") == 0 && !scan->message_id_seen))
     {
+      if (g_ascii_strcasecmp (name, "From") == 0)
+        scan->from_seen = TRUE;
+      else
+        scan->message_id_seen = TRUE;
       /* address and Message-ID syntax is GMime's business; only the
        * first of each counts */
       g_byte_array_append (for_gmime, (const guint8 *) name, strlen (name));
@@ -311,9 +324,9 @@ take_field (DcpMessage *msg, GPtrArray *autos, GByteArray *for_gmime, const gcha
 static GByteArray *
 scan_fields (DcpMessage *msg, const guint8 *data, gsize len, GChecksum *sum)
 {
-  GByteArray *for_gmime = g_byte_array_new ();
   g_autoptr (GPtrArray) autos = g_ptr_array_new ();
   g_autoptr (GString) field = g_string_new (NULL);
+  Scan scan = { msg, autos, g_byte_array_new (), sum, FALSE, FALSE };
   gsize pos = 0;
 
   if (len >= 5 && memcmp (data, "From ", 5) == 0)
@@ -347,12 +360,12 @@ scan_fields (DcpMessage *msg, const guint8 *data, gsize len, GChecksum *sum)
       while (nlen > 0 && (field->str[nlen - 1] == ' ' || field->str[nlen - 1] == '\t'))
         nlen--;
       field->str[nlen] = '\0'; /* the name, for now */
-      take_field (msg, autos, for_gmime, field->str, field->str + colon + 1, sum, field);
+      take_field (&scan, field->str, field->str + colon + 1, field);
     }
   g_ptr_array_add (autos, NULL);
   msg->auto_submitted = (gchar **) g_ptr_array_steal (autos, NULL);
-  g_byte_array_append (for_gmime, (const guint8 *) "\n", 1);
-  return for_gmime;
+  g_byte_array_append (scan.for_gmime, (const guint8 *) "\n", 1);
+  return scan.for_gmime;
 }
 
 DcpMessage *

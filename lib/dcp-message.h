@@ -21,8 +21,6 @@ typedef struct {
   gchar *key;             /* stable hex id: hash of Message-ID or headers */
   gsize header_length;    /* bytes of header block that were looked at */
   gboolean truncated;     /* header block was cut at DCP_MESSAGE_HEADER_MAX */
-  guint from_seen;        /* (private) From fields seen */
-  guint message_id_seen;  /* (private) Message-ID fields seen */
 } DcpMessage;
 
 DcpMessage *dcp_message_new_from_bytes (const guint8 *data, gsize len);
