@@ -8,8 +8,9 @@
  * regular file (getmail's temp file) is left alone, so a 40 MB message
  * costs what a 4 KB one does.
  *
- * Parsing goes through GMime, on a cleaned copy of the header block (no
- * mbox From_ line, LF line ends, no NUL bytes).  Nothing here fails: a
+ * The header block is split into fields here (no mbox From_ line, LF
+ * line ends, NUL bytes made blanks); GMime parses what needs a parser:
+ * the first From and Message-ID and the dates.  Nothing here fails: a
  * message we cannot make sense of yields no facts, and no facts means
  * "notify".  A missed message costs more than a spare wake-up. */
 #include "dcp-message.h"
@@ -20,8 +21,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <gmime/gmime.h>
+
 #include "dcp-error.h"
-#include "dcp-gmime-private.h"
+
+/* GMime 3.2 declares no autoptr cleanups */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
 #define READ_CHUNK 16384
 #define DRAIN_CHUNK 65536
@@ -274,19 +279,16 @@ is_trace_header (const gchar *name, const gchar *value)
 /* What one pass over the header block collects. */
 typedef struct {
   DcpMessage *msg;
-  GPtrArray *autos;      /* Auto-Submitted values */
-  GByteArray *for_gmime; /* the fields GMime parses */
-  GChecksum *sum;        /* the retry key without a Message-ID */
-  gboolean from_seen;
-  gboolean message_id_seen;
+  GPtrArray *autos;  /* Auto-Submitted values */
+  GChecksum *sum;    /* the retry key without a Message-ID */
+  gchar *from;       /* the first From value, for GMime */
+  gchar *message_id; /* the first Message-ID value, for GMime */
 } Scan;
 
 /* One field of the header block: name, then the raw value after ':'. */
 static void
 take_field (Scan *scan, const gchar *name, const gchar *value, const GString *field)
 {
-  GByteArray *for_gmime = scan->for_gmime;
-
   if (!is_trace_header (name, value))
     g_checksum_update (scan->sum, (const guchar *) field->str, field->len);
 
@@ -299,34 +301,20 @@ take_field (Scan *scan, const gchar *name, const gchar *value, const GString *fi
       if (!received_by_fetcher (value))
         scan->msg->received = MAX (scan->msg->received, received_date (value));
     }
-  else if ((g_ascii_strcasecmp (name, "From") == 0 && !scan->from_seen)
-           || (g_ascii_strcasecmp (name, "Message-ID") == 0 && !scan->message_id_seen))
-    {
-      if (g_ascii_strcasecmp (name, "From") == 0)
-        scan->from_seen = TRUE;
-      else
-        scan->message_id_seen = TRUE;
-      /* address and Message-ID syntax is GMime's business; only the
-       * first of each counts */
-      g_byte_array_append (for_gmime, (const guint8 *) name, strlen (name));
-      g_byte_array_append (for_gmime, (const guint8 *) ":", 1);
-      gsize n = strlen (value);
-      if (n > FROM_VALUE_MAX)
-        n = FROM_VALUE_MAX;
-      g_byte_array_append (for_gmime, (const guint8 *) value, n);
-      if (value[n - 1] != '\n')
-        g_byte_array_append (for_gmime, (const guint8 *) "\n", 1);
-    }
+  /* address and Message-ID syntax is GMime's business; only the first
+   * of each counts */
+  else if (g_ascii_strcasecmp (name, "From") == 0 && scan->from == NULL)
+    scan->from = g_strndup (value, FROM_VALUE_MAX);
+  else if (g_ascii_strcasecmp (name, "Message-ID") == 0 && scan->message_id == NULL)
+    scan->message_id = g_strdup (value);
 }
 
 /* Split the header block into fields (a first line and its continuation
  * lines, LF line ends, NULs made blanks) and take the facts from each. */
-static GByteArray *
-scan_fields (DcpMessage *msg, const guint8 *data, gsize len, GChecksum *sum)
+static void
+scan_fields (Scan *scan, const guint8 *data, gsize len)
 {
-  g_autoptr (GPtrArray) autos = g_ptr_array_new ();
   g_autoptr (GString) field = g_string_new (NULL);
-  Scan scan = { msg, autos, g_byte_array_new (), sum, FALSE, FALSE };
   gsize pos = 0;
 
   if (len >= 5 && memcmp (data, "From ", 5) == 0)
@@ -360,23 +348,33 @@ scan_fields (DcpMessage *msg, const guint8 *data, gsize len, GChecksum *sum)
       while (nlen > 0 && (field->str[nlen - 1] == ' ' || field->str[nlen - 1] == '\t'))
         nlen--;
       field->str[nlen] = '\0'; /* the name, for now */
-      take_field (&scan, field->str, field->str + colon + 1, field);
+      take_field (scan, field->str, field->str + colon + 1, field);
     }
-  g_ptr_array_add (autos, NULL);
-  msg->auto_submitted = (gchar **) g_ptr_array_steal (autos, NULL);
-  g_byte_array_append (scan.for_gmime, (const guint8 *) "\n", 1);
-  return scan.for_gmime;
+}
+
+/* What GMime needs of its initialisation to parse an address: its
+ * charset table and parser options.  g_mime_init() would also register
+ * every MIME type GMime knows and start GpgME, which a run never uses. */
+static GMimeParserOptions *
+parser_options (void)
+{
+  static GMimeParserOptions *options;
+
+  if (g_once_init_enter (&options))
+    {
+      g_mime_charset_map_init ();
+      g_once_init_leave (&options, g_mime_parser_options_new ());
+    }
+  return options;
 }
 
 DcpMessage *
 dcp_message_new_from_bytes (const guint8 *data, gsize len)
 {
   DcpMessage *msg = g_new0 (DcpMessage, 1);
-  g_autoptr (GByteArray) fields = NULL;
-  g_autoptr (GMimeStream) stream = NULL;
-  g_autoptr (GMimeParser) parser = NULL;
-  g_autoptr (GMimeMessage) gm = NULL;
+  g_autoptr (GPtrArray) autos = g_ptr_array_new ();
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  Scan s = { msg, autos, sum, NULL, NULL };
   gsize end, scan = 0;
 
   msg->received = -1;
@@ -390,23 +388,29 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
     }
   msg->header_length = len;
 
-  fields = scan_fields (msg, data, len, sum);
-  stream = g_mime_stream_mem_new_with_buffer ((const char *) fields->data, fields->len);
-  parser = g_mime_parser_new_with_stream (stream);
-  gm = g_mime_parser_construct_message (parser, NULL);
-  if (gm != NULL)
+  scan_fields (&s, data, len);
+  g_ptr_array_add (autos, NULL);
+  msg->auto_submitted = (gchar **) g_ptr_array_steal (autos, NULL);
+  if (s.from != NULL)
     {
-      const gchar *mid = g_mime_message_get_message_id (gm);
-      msg->from = first_mailbox (g_mime_message_get_from (gm), 0);
-      if (mid != NULL && *mid != '\0')
-        msg->message_id = g_strdup (mid);
+      /* what GMime's message parser would find, but for a From cut
+       * short by an unterminated comment: no From then (not self) */
+      g_autoptr (InternetAddressList) list
+          = internet_address_list_parse (parser_options (), s.from);
+      msg->from = first_mailbox (list, 0);
+      g_free (s.from);
     }
-
-  if (msg->message_id != NULL)
+  if (s.message_id != NULL)
     {
-      g_checksum_reset (sum);
-      g_checksum_update (sum, (const guchar *) "Message-ID:", -1);
-      g_checksum_update (sum, (const guchar *) msg->message_id, -1);
+      g_autofree gchar *mid = g_mime_utils_decode_message_id (s.message_id);
+      if (mid != NULL && *mid != '\0')
+        {
+          msg->message_id = g_steal_pointer (&mid);
+          g_checksum_reset (sum);
+          g_checksum_update (sum, (const guchar *) "Message-ID:", -1);
+          g_checksum_update (sum, (const guchar *) msg->message_id, -1);
+        }
+      g_free (s.message_id);
     }
   msg->key = g_strdup (g_checksum_get_string (sum));
   return msg;

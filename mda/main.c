@@ -9,7 +9,6 @@
 #include "config.h"
 
 #include <fcntl.h>
-#include <gmime/gmime.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,7 +106,6 @@ main (int argc, char **argv)
   for (guint i = 0; i < settings->warnings->len; i++)
     dcp_log (LOG_WARNING, "%s", (const gchar *) g_ptr_array_index (settings->warnings, i));
 
-  g_mime_init ();
   status = dcp_run (settings, STDIN_FILENO);
   code = status_to_exit (status, settings->best_effort);
   g_clear_pointer (&settings, dcp_settings_free);

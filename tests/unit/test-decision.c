@@ -4,8 +4,6 @@
  * parsed end to end. */
 #include <string.h>
 
-#include <gmime/gmime.h>
-
 #include "dcp-decision.h"
 
 #define NOW G_GINT64_CONSTANT (1795312800) /* 2026-11-22 04:00:00 UTC, seconds */
@@ -316,7 +314,6 @@ main (int argc, char **argv)
   /* one failing check fails its test, not the whole program: every
    * test is reported */
   g_test_set_nonfatal_assertions ();
-  g_mime_init ();
 
   g_test_add_func ("/decision/auto-submitted/table", test_auto_submitted_table);
   g_test_add_func ("/decision/auto-submitted/several", test_auto_submitted_several);

@@ -12,7 +12,6 @@
 
 #include <gio/gio.h>
 #include <glib/gstdio.h>
-#include <gmime/gmime.h>
 
 #include "dcp-message.h"
 
@@ -290,6 +289,10 @@ test_from_none (void)
   assert_from ("From:   \n\n", NULL);
   /* only in the body */
   assert_from ("Subject: x\n\nFrom: alice@example.org\n", NULL);
+  /* an unterminated comment spoils the whole list: no From, so never
+   * "self" (GMime's message parser would keep the address before it) */
+  assert_from ("From: <alice@example.org> (Alice\n\n", NULL);
+  assert_from ("From: alice@example.org (Alice\n\n", NULL);
 }
 
 /* ------------------------------------------------------ Chat-Version, IDs */
@@ -1162,7 +1165,6 @@ main (int argc, char **argv)
   /* one failing check fails its test, not the whole program: every
    * test is reported */
   g_test_set_nonfatal_assertions ();
-  g_mime_init ();
   /* a pipe test that failed to drain must see EPIPE, not die of SIGPIPE */
   signal (SIGPIPE, SIG_IGN);
 
