@@ -247,7 +247,7 @@ class Bench:
             self.rounds, self.runs, self.warmup, self.rss_reps = 1, 3, 1, 1
             self.big_runs, self.cg_reps = 3, 1
         else:
-            self.rounds, self.runs, self.warmup, self.rss_reps = 6, 50, 5, 7
+            self.rounds, self.runs, self.warmup, self.rss_reps = 12, 25, 3, 7
             self.big_runs, self.cg_reps = 20, 3
 
     # -- helpers
