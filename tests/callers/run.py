@@ -30,6 +30,9 @@ import tempfile
 import threading
 import time
 
+import harness
+from harness import wait_until
+
 SCENARIOS = ("getmail", "fetchmail", "procmail", "maildrop", "sieve",
              "systemd")
 TOOLS = {
@@ -102,7 +105,7 @@ def outer(scenario, binary):
 
         def on_term(signum, frame):
             kill_recorded(tmp)
-            kill_group(p.pid, signal.SIGKILL)
+            harness.killpg(p.pid, signal.SIGKILL)
             raise SystemExit(1)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
@@ -112,7 +115,7 @@ def outer(scenario, binary):
             print("not ok - scenario %s did not finish in %d s"
                   % (scenario, LIMITS[scenario] + 30), flush=True)
             rc = 1
-        kill_group(p.pid, signal.SIGKILL)
+        harness.killpg(p.pid, signal.SIGKILL)
         kill_recorded(tmp)
         return rc
     finally:
@@ -122,13 +125,6 @@ def outer(scenario, binary):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def kill_group(pgid, sig):
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def kill_recorded(tmp):
     """Kill the process groups the inner run recorded (leaders only are
     recorded; each was started with its own session)."""
@@ -136,7 +132,7 @@ def kill_recorded(tmp):
         with open(os.path.join(tmp, "pgids")) as f:
             for line in f:
                 if line.strip().isdigit():
-                    kill_group(int(line), signal.SIGKILL)
+                    harness.killpg(int(line), signal.SIGKILL)
     except OSError:
         pass
 
@@ -144,7 +140,6 @@ def kill_recorded(tmp):
 # ================================================================ inner
 
 def inner(scenario, binary, tmp, own_tmp=False):
-    import harness
     harness.EXAMPLES = find_examples()
     tap = harness.Tap()
     procs = harness.Procs(tmp)
@@ -213,7 +208,6 @@ def tool_exists(t):
 
 
 def dump_logs(world, tap):
-    import harness
     for name in ("runs.log", "getmail.log", "supervisor.log",
                  "fetchmail.log", "procmail.log", "dovecot/dovecot.log"):
         p = world.path(name)
@@ -266,6 +260,30 @@ def trailing_check(w, tap, srv, name, deliver):
                "push went out" % name, "left: %r" % w.leftovers())
     finally:
         os.unlink(w.path("window"))
+
+
+def into_inbox(w):
+    """deliver() for trailing_check when the caller fetches over IMAP:
+    deliver into the INBOX it idles on; how long it took is not seen."""
+    def deliver(subject):
+        _, m = harness.message(subject)
+        w.deliver(m)
+        return None
+    return deliver
+
+
+def deliver_existing_mail(w):
+    """Mail in the INBOX before the caller's first start: one read, one
+    unread but 2 days old, one recent and unread.  Returns the read one's
+    Message-ID."""
+    mid_seen, m = harness.message("old, already read")
+    w.deliver(m)
+    w.mark_seen(mid_seen)
+    _, m = harness.message("old, unread, 2 days", received_ago=2 * 86400)
+    w.deliver(m)
+    _, m = harness.message("recent, unread")
+    w.deliver(m)
+    return mid_seen
 
 
 # ================================================================ getmail
@@ -345,13 +363,7 @@ def scenario_getmail(w, tap):
             "--idle", "INBOX"]
 
     # --- mail that is already there before the first start
-    mid_seen, m = h.message("old, already read")
-    w.deliver(m)
-    w.mark_seen(mid_seen)
-    mid_old, m = h.message("old, unread, 2 days", received_ago=2 * 86400)
-    w.deliver(m)
-    mid_new, m = h.message("recent, unread")
-    w.deliver(m)
+    mid_seen = deliver_existing_mail(w)
 
     sup = Supervisor(w, argv).start()
     try:
@@ -400,11 +412,7 @@ def scenario_getmail(w, tap):
                "flags: %r" % fl)
 
         # --- the default window: a trailing push outlives its run
-        def via_getmail(subject):
-            _, m = h.message(subject)
-            w.deliver(m)
-            return None
-        trailing_check(w, tap, srv, "getmail", via_getmail)
+        trailing_check(w, tap, srv, "getmail", into_inbox(w))
         tap.ok(sup.exits() == [], "getmail still running, no errors",
                "exits: %r" % sup.exits())
 
@@ -617,11 +625,6 @@ def burst_once(w, tap, srv, burst):
            "pushes %d, expected %d" % (len(srv.requests) - base, expect))
 
 
-def wait_until(pred, timeout, step=0.05):
-    import harness
-    return harness.wait_until(pred, timeout, step)
-
-
 # ================================================================ fetchmail
 
 def scenario_fetchmail(w, tap):
@@ -644,14 +647,7 @@ def scenario_fetchmail(w, tap):
     argv = ["fetchmail", "-f", rc, "--nodetach", "--nosyslog", "-v",
             "--pidfile", os.path.join(fmhome, "pid"),
             "--idfile", os.path.join(fmhome, "fetchids")]
-    # Mail already there: one read, one unread but 2 days old, one new.
-    mid_seen, m = h.message("old, already read")
-    w.deliver(m)
-    w.mark_seen(mid_seen)
-    _, m = h.message("old, unread, 2 days", received_ago=2 * 86400)
-    w.deliver(m)
-    _, m = h.message("recent, unread")
-    w.deliver(m)
+    deliver_existing_mail(w)
     p = w.procs.start(argv, log=w.path("fetchmail.log"), env=env,
                       cwd=w.home)
     try:
@@ -703,11 +699,7 @@ def scenario_fetchmail(w, tap):
         tap.ok(p.poll() is None, "fetchmail still running",
                h.tail(w.path("fetchmail.log")))
 
-        def via_fetchmail(subject):
-            _, m = h.message(subject)
-            w.deliver(m)
-            return None
-        trailing_check(w, tap, srv, "fetchmail", via_fetchmail)
+        trailing_check(w, tap, srv, "fetchmail", into_inbox(w))
         tap.ok(p.poll() is None, "fetchmail still running",
                h.tail(w.path("fetchmail.log")))
 
