@@ -159,15 +159,19 @@ class Runner:
         res = {"drained": True, "offset": None, "timeout": False}
         size = os.path.getsize(path)
         start = time.monotonic()
+
+        def wait_bounded(p):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                res["timeout"] = True
+                p.kill()
+                p.wait()
+
         if mode == "file":
             with open(path, "rb") as f:
                 p = subprocess.Popen(cmd, stdin=f, stdout=out, stderr=err, env=env)
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    res["timeout"] = True
-                    p.kill()
-                    p.wait()
+                wait_bounded(p)
                 res["offset"] = os.lseek(f.fileno(), 0, os.SEEK_CUR)
         else:
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
@@ -190,12 +194,7 @@ class Runner:
 
             t = threading.Thread(target=feed, daemon=True)
             t.start()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                res["timeout"] = True
-                p.kill()
-                p.wait()
+            wait_bounded(p)
             t.join(5)
         res["wall"] = time.monotonic() - start
         res["rc"] = p.returncode
