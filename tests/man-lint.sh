@@ -38,20 +38,28 @@ diag() {
 	sed 's/^/# /'
 }
 
+# silent N WHAT COMMAND...: test N passes when COMMAND exits 0 and prints
+# nothing on stdout or stderr
+silent() {
+	n=$1 what=$2
+	shift 2
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+		echo "ok $n - $* $what"
+	else
+		fail "$n - $* (exit $rc)"
+		printf '%s\n' "$out" | diag
+	fi
+}
+
 # 1. groff warnings
 if ! command -v groff >/dev/null 2>&1; then
 	fail "1 - groff -ww (groff not installed; apt install groff-base)"
 elif [ ! -r "$page" ]; then
 	fail "1 - groff -ww ($page not readable)"
 else
-	out=$(groff -mandoc -ww -z -Tutf8 "$page" 2>&1)
-	rc=$?
-	if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
-		echo "ok 1 - groff -mandoc -ww -z -Tutf8 is silent"
-	else
-		fail "1 - groff -mandoc -ww -z -Tutf8 (exit $rc)"
-		printf '%s\n' "$out" | diag
-	fi
+	silent 1 "is silent" groff -mandoc -ww -z -Tutf8 "$page"
 fi
 
 # 2. mandoc lint, warning level and above (style notes are not failures:
@@ -59,14 +67,7 @@ fi
 if ! command -v mandoc >/dev/null 2>&1; then
 	echo "ok 2 # SKIP mandoc not installed"
 else
-	out=$(mandoc -Tlint -Wwarning "$page" 2>&1)
-	rc=$?
-	if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
-		echo "ok 2 - mandoc -Tlint -Wwarning is clean"
-	else
-		fail "2 - mandoc -Tlint -Wwarning (exit $rc)"
-		printf '%s\n' "$out" | diag
-	fi
+	silent 2 "is clean" mandoc -Tlint -Wwarning "$page"
 fi
 
 # 3. every option of --help is documented
