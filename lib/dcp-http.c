@@ -20,11 +20,9 @@
 #include <curl/curl.h>
 
 #include "dcp-error.h"
-#include "dcp-sanitizer-private.h"
 
-#ifndef DCP_LIBCURL_SONAME
+/* the soname Debian's libcurl4-openssl-dev links against */
 #define DCP_LIBCURL_SONAME "libcurl.so.4"
-#endif
 
 #define RESPONSE_MAX 65536
 #define BACKOFF_FIRST_US (250 * 1000)
@@ -32,17 +30,45 @@
 /* don't start an attempt that cannot possibly complete */
 #define ATTEMPT_MIN_US (100 * 1000)
 
+/* The functions we use, typed by libcurl's own prototypes, so the compiler
+ * checks every call through these pointers against <curl/curl.h>.  (The
+ * slots have names of their own: curl.h may define curl_easy_setopt() and
+ * friends as type-checking macros.) */
+#define DCP_CURL_FUNCS(X)                                                                          \
+  X (global_init, curl_global_init)                                                                \
+  X (easy_init, curl_easy_init)                                                                    \
+  X (easy_setopt, curl_easy_setopt)                                                                \
+  X (easy_perform, curl_easy_perform)                                                              \
+  X (easy_getinfo, curl_easy_getinfo)                                                              \
+  X (easy_cleanup, curl_easy_cleanup)                                                              \
+  X (easy_strerror, curl_easy_strerror)                                                            \
+  X (slist_append, curl_slist_append)                                                              \
+  X (slist_free_all, curl_slist_free_all)
+
 typedef struct {
-  CURLcode (*global_init) (long flags);
-  CURL *(*easy_init) (void);
-  CURLcode (*easy_setopt) (CURL *curl, CURLoption option, ...);
-  CURLcode (*easy_perform) (CURL *curl);
-  CURLcode (*easy_getinfo) (CURL *curl, CURLINFO info, ...);
-  void (*easy_cleanup) (CURL *curl);
-  const char *(*easy_strerror) (CURLcode code);
-  struct curl_slist *(*slist_append) (struct curl_slist *list, const char *s);
-  void (*slist_free_all) (struct curl_slist *list);
+#define DCP_CURL_SLOT(slot, fn) __typeof__ (fn) *slot;
+  DCP_CURL_FUNCS (DCP_CURL_SLOT)
+#undef DCP_CURL_SLOT
 } CurlApi;
+
+/* The ELF dlopen metadata note (the freedesktop.org "ELF dlopen metadata"
+ * format, as systemd writes it): packaging tools read from it that the
+ * program loads libcurl, so a package built from it depends on libcurl
+ * as if it were linked. */
+#define DCP_NOTE_DLOPEN_OWNER "FDO"
+#define DCP_NOTE_DLOPEN_TYPE 0x407c0c0au
+#define DCP_NOTE_DLOPEN_JSON                                                                       \
+  "[{\"feature\":\"curl\",\"description\":\"HTTP(S) client for sending pushes\","                  \
+  "\"priority\":\"required\",\"soname\":[\"" DCP_LIBCURL_SONAME "\"]}]"
+
+__attribute__ ((used, section (".note.dlopen"), aligned (4))) static const struct {
+  guint32 n_namesz, n_descsz, n_type;
+  char name[sizeof DCP_NOTE_DLOPEN_OWNER];
+  _Alignas(4) char desc[sizeof DCP_NOTE_DLOPEN_JSON];
+} dcp_note_dlopen = {
+  sizeof DCP_NOTE_DLOPEN_OWNER, sizeof DCP_NOTE_DLOPEN_JSON, DCP_NOTE_DLOPEN_TYPE,
+  DCP_NOTE_DLOPEN_OWNER,        DCP_NOTE_DLOPEN_JSON,
+};
 
 struct _DcpHttp {
   CurlApi api;
@@ -114,60 +140,27 @@ dcp_url_check (const gchar *url, GError **error)
   return FALSE;
 }
 
-static int
-dlopen_flags (void)
-{
-  /* lazy: some of libcurl's ~30 dependencies are not linked with -z now,
-   * and most of their symbols are never called */
-  int flags = RTLD_LAZY | RTLD_LOCAL;
-
-  /* RTLD_DEEPBIND: libcurl's tree resolves its thousands of relocations in
-   * itself first, instead of first probing every library we are linked
-   * with; measured 7 million instructions, ~0.8 ms of a push.  Not with an
-   * LD_PRELOADed allocator, which libcurl would then bypass, and not under
-   * a sanitizer, which refuses it. */
-#if defined(RTLD_DEEPBIND) && !defined(DCP_SANITIZED)
-  if (g_getenv ("LD_PRELOAD") == NULL)
-    flags |= RTLD_DEEPBIND;
-#endif
-  return flags;
-}
-
 static gboolean
 load_curl (CurlApi *api, GError **error)
 {
-  void *h = dlopen (DCP_LIBCURL_SONAME, dlopen_flags ());
-  struct {
-    const char *name;
-    void **slot;
-  } syms[] = {
-    { "curl_global_init", (void **) &api->global_init },
-    { "curl_easy_init", (void **) &api->easy_init },
-    { "curl_easy_setopt", (void **) &api->easy_setopt },
-    { "curl_easy_perform", (void **) &api->easy_perform },
-    { "curl_easy_getinfo", (void **) &api->easy_getinfo },
-    { "curl_easy_cleanup", (void **) &api->easy_cleanup },
-    { "curl_easy_strerror", (void **) &api->easy_strerror },
-    { "curl_slist_append", (void **) &api->slist_append },
-    { "curl_slist_free_all", (void **) &api->slist_free_all },
-  };
+  /* lazy: most of the symbols of libcurl's ~30 dependencies are never
+   * called; local: they stay out of the global scope */
+  void *h = dlopen (DCP_LIBCURL_SONAME, RTLD_LAZY | RTLD_LOCAL);
 
   if (h == NULL)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "cannot load libcurl: %s", dlerror ());
       return FALSE;
     }
-  /* never dlclose(): libcurl and OpenSSL don't like being unloaded */
-  for (gsize i = 0; i < G_N_ELEMENTS (syms); i++)
-    {
-      *syms[i].slot = dlsym (h, syms[i].name);
-      if (*syms[i].slot == NULL)
-        {
-          g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl lacks %s", syms[i].name);
-          return FALSE;
-        }
+#define DCP_CURL_LOAD(slot, fn)                                                                    \
+  if ((*(void **) &api->slot = dlsym (h, #fn)) == NULL)                                            \
+    {                                                                                              \
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl lacks %s", #fn);                  \
+      return FALSE;                                                                                \
     }
-  return TRUE;
+  DCP_CURL_FUNCS (DCP_CURL_LOAD)
+#undef DCP_CURL_LOAD
+  return TRUE; /* never dlclose(): libcurl and OpenSSL don't like being unloaded */
 }
 
 /* We only need the status.  A body that is announced as large (or not

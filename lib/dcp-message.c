@@ -352,22 +352,6 @@ scan_fields (Scan *scan, const guint8 *data, gsize len)
     }
 }
 
-/* What GMime needs of its initialisation to parse an address: its
- * charset table and parser options.  g_mime_init() would also register
- * every MIME type GMime knows and start GpgME, which a run never uses. */
-static GMimeParserOptions *
-parser_options (void)
-{
-  static GMimeParserOptions *options;
-
-  if (g_once_init_enter (&options))
-    {
-      g_mime_charset_map_init ();
-      g_once_init_leave (&options, g_mime_parser_options_new ());
-    }
-  return options;
-}
-
 DcpMessage *
 dcp_message_new_from_bytes (const guint8 *data, gsize len)
 {
@@ -396,7 +380,7 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
       /* what GMime's message parser would find, but for a From cut
        * short by an unterminated comment: no From then (not self) */
       g_autoptr (InternetAddressList) list
-          = internet_address_list_parse (parser_options (), s.from);
+          = internet_address_list_parse (NULL, s.from);
       msg->from = first_mailbox (list, 0);
       g_free (s.from);
     }

@@ -15,8 +15,9 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <gmime/gmime.h>
+
 #include "dcp-log.h"
-#include "dcp-sanitizer-private.h"
 #include "dcp-run.h"
 #include "dcp-settings.h"
 
@@ -84,6 +85,7 @@ main (int argc, char **argv)
 
   ensure_std_fds ();
   setup_signals ();
+  g_mime_init (); /* before any GMime call, as GMime requires */
 
   if (!dcp_settings_parse (settings, argc, argv, &error))
     {
@@ -108,14 +110,7 @@ main (int argc, char **argv)
 
   status = dcp_run (settings, STDIN_FILENO);
   code = status_to_exit (status, settings->best_effort);
-  g_clear_pointer (&settings, dcp_settings_free);
   if (fflush (NULL) != 0)
     code = EX_TEMPFAIL;
-#ifdef DCP_SANITIZED
-  return code; /* LeakSanitizer checks at exit() */
-#else
-  /* skip the exit handlers: OPENSSL_cleanup() and the destructors of ~45
-   * libraries only free memory the kernel frees anyway (~0.2 ms a push) */
-  _exit (code);
-#endif
+  return code;
 }

@@ -4,6 +4,8 @@
  * parsed end to end. */
 #include <string.h>
 
+#include <gmime/gmime.h>
+
 #include "dcp-decision.h"
 
 #define NOW G_GINT64_CONSTANT (1795312800) /* 2026-11-22 04:00:00 UTC, seconds */
@@ -311,6 +313,7 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_mime_init ();
   /* one failing check fails its test, not the whole program: every
    * test is reported */
   g_test_set_nonfatal_assertions ();

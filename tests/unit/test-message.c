@@ -13,6 +13,8 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
+#include <gmime/gmime.h>
+
 #include "dcp-message.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -1162,6 +1164,7 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_mime_init ();
   /* one failing check fails its test, not the whole program: every
    * test is reported */
   g_test_set_nonfatal_assertions ();
