@@ -169,6 +169,25 @@ def killpg(pgid, sig):
         pass
 
 
+# ---------------------------------------------------------------- tools
+
+def missing_tools(tools):
+    """The programs (names on PATH, or absolute paths) not installed."""
+    return [t for t in tools
+            if not (os.path.exists(t) if os.path.isabs(t) else shutil.which(t))]
+
+
+def skip_missing_tools(tools):
+    """With DCP_MISSING_TOOLS=skip (meson's -Dcaller_tests=auto), print a
+    TAP plan that skips the test, naming what is missing, and return True.
+    Otherwise the scenario runs, and a missing program is its failure."""
+    missing = missing_tools(tools)
+    if missing and os.environ.get("DCP_MISSING_TOOLS") == "skip":
+        print("1..0 # SKIP %s not installed" % ", ".join(missing), flush=True)
+        return True
+    return False
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
