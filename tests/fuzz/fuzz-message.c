@@ -167,8 +167,8 @@ gmime_message_from (const gchar *value)
   return from;
 }
 
-/* libdcp hands the first From value to internet_address_list_parse()
- * without g_mime_init(); compare with the full GMime path.  GMime's
+/* libdcp hands the first From value to internet_address_list_parse();
+ * compare with GMime's message parser.  GMime's
  * message keeps what it parsed before an unterminated comment, the list
  * parser gives up: there libdcp finds no From (not self: notify). */
 static void
