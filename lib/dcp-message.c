@@ -379,8 +379,7 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
     {
       /* what GMime's message parser would find, but for a From cut
        * short by an unterminated comment: no From then (not self) */
-      g_autoptr (InternetAddressList) list
-          = internet_address_list_parse (NULL, s.from);
+      g_autoptr (InternetAddressList) list = internet_address_list_parse (NULL, s.from);
       msg->from = first_mailbox (list, 0);
       g_free (s.from);
     }
