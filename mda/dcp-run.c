@@ -312,7 +312,12 @@ load_tokens (Run *r, gboolean write)
   if (r->state != NULL)
     devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, write);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
-    add_unique (r->tokens, ((DcpDevice *) g_ptr_array_index (devices, i))->token);
+    {
+      DcpDevice *d = g_ptr_array_index (devices, i);
+      /* a cache shared by several accounts never mixes their devices */
+      if (g_str_equal (d->source, r->s->dovecot_metadata))
+        add_unique (r->tokens, d->token);
+    }
 }
 
 static void
@@ -349,7 +354,8 @@ run_status (Run *r)
       DcpDevice *d = g_ptr_array_index (devices, i);
       g_autofree gchar *seen = format_time (d->seen);
       g_autofree gchar *extra = g_strdup_printf (" source=%s seen=%s", d->source, seen);
-      if (!g_ptr_array_find_with_equal_func (r->s->tokens, d->token, g_str_equal, NULL))
+      if (g_str_equal (d->source, r->s->dovecot_metadata)
+          && !g_ptr_array_find_with_equal_func (r->s->tokens, d->token, g_str_equal, NULL))
         print_status (r, d->token, extra);
     }
   return fflush (stdout) == 0 ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;

@@ -175,6 +175,21 @@ class Metadata(dcptest.TestCase):
                           None)
         self.assertEqual(r2.stdout, r.stdout)
 
+    def test_accounts_sharing_a_cache_stay_apart(self):
+        srv = self.server()
+        self.put(A)
+        self.assertDone(self.deliver(srv))
+        other = os.path.join(self.home, "other-attributes")
+        with open(other, "w") as f:
+            f.write(pairs((devkey(), B)))
+        r = self.run_bin(["-u", srv.url, "--window=0",
+                          "--dovecot-metadata=" + other], message())
+        self.assertDone(r)
+        self.assertEqual(srv.bodies(), [A.encode(), B.encode()])
+        r = self.run_bin(["--status", "--dovecot-metadata=" + other], None)
+        self.assertEqual(len(r.stdout.splitlines()), 1, r)
+        self.assertTrue(r.stdout.startswith(B[:8]), r)
+
     def test_own_mail_skipped(self):
         srv = self.server()
         self.put(A)
