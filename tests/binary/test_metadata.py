@@ -236,8 +236,12 @@ class Metadata(dcptest.TestCase):
     def test_config_key(self):
         srv = self.server()
         self.put(A)
-        conf = self.write("config", "[deltachat-push]\ndovecot-metadata=%s\n"
-                          % self.dict)
+        # examples/config with its dovecot-metadata line in use
+        with open(os.path.join(dcptest.EXAMPLES, "config")) as f:
+            text = f.read()
+        line = "#dovecot-metadata=dovecot-attributes\n"
+        self.assertIn(line, text)
+        conf = self.write("config", text.replace(line, line[1:]))
         r = self.run_bin(["-c", conf, "-u", srv.url, "--window=0"], message())
         self.assertDone(r)
         self.assertEqual(srv.bodies(), [A.encode()])
