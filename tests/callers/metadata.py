@@ -36,9 +36,10 @@ BOB = "bob@example.org"
 PASSWORD = "s3cret-metadata-password"
 DICT = "dovecot-attributes"
 
-SITE_23 = """\
-# Written by tests/callers/metadata.py: the site part of a private,
-# unprivileged Dovecot 2.3; the Delta Chat part is included below.
+# The site part of a private, unprivileged Dovecot, for 2.3 and 2.4; the
+# Delta Chat part (the example) is included at the end.
+SITE = """\
+%(head)s# Written by tests/callers/metadata.py.
 base_dir = %(d)s/run
 state_dir = %(d)s/state
 instance_name = %(instance)s
@@ -53,20 +54,12 @@ default_login_user = %(user)s
 first_valid_uid = %(uid)d
 last_valid_uid = 0
 first_valid_gid = 0
-mail_location = maildir:~/Maildir
 postmaster_address = postmaster@example.org
-passdb {
-  driver = passwd-file
-  args = %(d)s/passwd
-}
-userdb {
-  driver = passwd-file
-  args = %(d)s/passwd
-}
+%(storage)s
 service imap-login {
   chroot =
   inet_listener imap {
-    address = 127.0.0.1
+    %(listen)s = 127.0.0.1
     port = %(imap)d
   }
   inet_listener imaps {
@@ -75,7 +68,7 @@ service imap-login {
 }
 service lmtp {
   inet_listener lmtp {
-    address = 127.0.0.1
+    %(listen)s = 127.0.0.1
     port = %(lmtp)d
   }
 }
@@ -99,69 +92,29 @@ service stats {
 !include %(example)s
 """
 
-SITE_24 = """\
-dovecot_config_version = 2.4.1
-dovecot_storage_version = 2.4.1
-# Written by tests/callers/metadata.py: the site part of a private,
-# unprivileged Dovecot 2.4; the Delta Chat part is included below.
-base_dir = %(d)s/run
-state_dir = %(d)s/state
-instance_name = %(instance)s
-log_path = %(d)s/dovecot.log
-protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-auth_mechanisms = plain
-default_internal_user = %(user)s
-default_internal_group = %(group)s
-default_login_user = %(user)s
-first_valid_uid = %(uid)d
-last_valid_uid = 0
-first_valid_gid = 0
+VERSIONS = {
+    "2.3": {"head": "", "listen": "address", "storage": """\
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = %(d)s/passwd
+}
+userdb {
+  driver = passwd-file
+  args = %(d)s/passwd
+}"""},
+    "2.4": {"head": "dovecot_config_version = 2.4.1\n"
+            "dovecot_storage_version = 2.4.1\n",
+            "listen": "listen", "storage": """\
 mail_driver = maildir
 mail_path = ~/Maildir
-postmaster_address = postmaster@example.org
 passdb passwd-file {
   passwd_file_path = %(d)s/passwd
 }
 userdb passwd-file {
   passwd_file_path = %(d)s/passwd
+}"""},
 }
-service imap-login {
-  chroot =
-  inet_listener imap {
-    listen = 127.0.0.1
-    port = %(imap)d
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service lmtp {
-  inet_listener lmtp {
-    listen = 127.0.0.1
-    port = %(lmtp)d
-  }
-}
-service anvil {
-  chroot =
-}
-service auth {
-  unix_listener auth-userdb {
-    user = %(user)s
-    mode = 0600
-  }
-}
-service stats {
-  unix_listener stats-reader {
-    user = %(user)s
-  }
-  unix_listener stats-writer {
-    user = %(user)s
-  }
-}
-!include %(example)s
-"""
 
 
 def dovecot_major():
@@ -264,10 +217,11 @@ def start(w, tap):
          ("/etc/dovecot/sieve-after", after)],
         dest=os.path.join(d, "deltachat-push.conf"))
     w.imap_port, w.lmtp_port = harness.free_port(), harness.free_port()
-    conf = (SITE_24 if major == "2.4" else SITE_23) % {
-        "d": d, "user": w.user, "group": w.group, "uid": w.uid,
-        "imap": w.imap_port, "lmtp": w.lmtp_port, "example": example,
-        "instance": "dcp-metadata-%d" % os.getpid()}
+    v = dict(VERSIONS[major], d=d, user=w.user, group=w.group, uid=w.uid,
+             imap=w.imap_port, lmtp=w.lmtp_port, example=example,
+             instance="dcp-metadata-%d" % os.getpid())
+    v["storage"] %= v
+    conf = SITE % v
     w.dovecot_conf = os.path.join(d, "dovecot.conf")
     with open(w.dovecot_conf, "w") as f:
         f.write(conf)

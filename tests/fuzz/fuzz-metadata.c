@@ -12,20 +12,9 @@
 
 #include "dcp-metadata.h"
 #include "dcp-token.h"
+#include "fuzz-check.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-  do                                                                                               \
-    {                                                                                              \
-      if (!(cond))                                                                                 \
-        {                                                                                          \
-          fprintf (stderr, "fuzz-metadata: broken promise: %s (%s:%d)\n", #cond, __FILE__,         \
-                   __LINE__);                                                                      \
-          abort ();                                                                                \
-        }                                                                                          \
-    }                                                                                              \
-  while (0)
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
