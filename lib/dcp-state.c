@@ -10,6 +10,7 @@
  * redirect a write nor be followed. */
 #include "dcp-state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -492,6 +493,36 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
   return TRUE;
 }
 
+/* Replace name whole (a temporary file renamed over it), so a reader
+ * sees the old content or the new, never a part; mtime t unless t < 0. */
+static gboolean
+write_replace (DcpState *state, const gchar *name, const gchar *content, gint64 t, GError **error)
+{
+  g_autofree gchar *tmp = g_strconcat (name, ".tmp", NULL);
+  gsize len = strlen (content);
+  struct timespec ts[2];
+  int fd, saved = 0;
+
+  (void) unlinkat (state->dirfd, tmp, 0);
+  fd = open_file (state, tmp, O_WRONLY | O_CREAT | O_EXCL, error);
+  if (fd < 0)
+    return FALSE;
+  ts[0].tv_sec = ts[1].tv_sec = t / G_USEC_PER_SEC;
+  ts[0].tv_nsec = ts[1].tv_nsec = (t % G_USEC_PER_SEC) * 1000;
+  if (write (fd, content, len) != (gssize) len || (t >= 0 && futimens (fd, ts) < 0))
+    saved = errno ? errno : ENOSPC;
+  if (close (fd) < 0 && saved == 0)
+    saved = errno;
+  if (saved == 0 && renameat (state->dirfd, tmp, state->dirfd, name) < 0)
+    saved = errno;
+  if (saved != 0)
+    {
+      (void) unlinkat (state->dirfd, tmp, 0);
+      return set_errno_error (error, saved, "cannot write", tmp);
+    }
+  return TRUE;
+}
+
 /* Retry records, one per message that failed: "failures first\n" followed
  * by the hashes of the tokens already notified for it. */
 static gchar *
@@ -552,38 +583,12 @@ gboolean
 dcp_state_retry_save (DcpState *state, const gchar *key, const DcpRetry *retry, GError **error)
 {
   g_autofree gchar *name = retry_name (key);
-  g_autofree gchar *tmp = g_strconcat (name, ".tmp", NULL);
   g_autoptr (GString) s = g_string_new (NULL);
-  int fd;
 
   g_string_printf (s, "%u %" G_GINT64_FORMAT "\n", retry->failures, retry->first);
   for (guint i = 0; retry->done != NULL && i < retry->done->len; i++)
     g_string_append_printf (s, "%s\n", (const gchar *) g_ptr_array_index (retry->done, i));
-
-  (void) unlinkat (state->dirfd, tmp, 0);
-  fd = open_file (state, tmp, O_WRONLY | O_CREAT | O_EXCL, error);
-  if (fd < 0)
-    return FALSE;
-  if (write (fd, s->str, s->len) != (gssize) s->len)
-    {
-      int saved = errno;
-      close (fd);
-      (void) unlinkat (state->dirfd, tmp, 0);
-      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", tmp);
-    }
-  if (close (fd) < 0)
-    {
-      int saved = errno;
-      (void) unlinkat (state->dirfd, tmp, 0);
-      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", tmp);
-    }
-  if (renameat (state->dirfd, tmp, state->dirfd, name) < 0)
-    {
-      int saved = errno;
-      (void) unlinkat (state->dirfd, tmp, 0);
-      return set_errno_error (error, saved, "cannot rename", tmp);
-    }
-  return TRUE;
+  return write_replace (state, name, s->str, -1, error);
 }
 
 void
@@ -591,4 +596,135 @@ dcp_state_retry_clear (DcpState *state, const gchar *key)
 {
   g_autofree gchar *name = retry_name (key);
   (void) unlinkat (state->dirfd, name, 0);
+}
+
+/* Remembered devices.  A stock Dovecot keeps only the token written last,
+ * so each one seen is kept here ("<hash>.device": the token, then its
+ * source; mtime = last seen) and pushed until the proxy answers 410 or it
+ * has not been seen for max_age. */
+#define DEVICE_SUFFIX ".device"
+#define DEVICE_FILE_MAX (DCP_TOKEN_MAX + 4096)
+
+void
+dcp_device_free (DcpDevice *device)
+{
+  if (device == NULL)
+    return;
+  g_free (device->token);
+  g_free (device->source);
+  g_free (device);
+}
+
+gboolean
+dcp_state_device_seen (DcpState *state, const gchar *token, const gchar *source, gint64 now,
+                       gboolean *gone, GError **error)
+{
+  g_autofree gchar *name = token_file (token, DEVICE_SUFFIX);
+  g_autofree gchar *content = g_strdup_printf ("%s\n%s\n", token, source);
+  gboolean ok = TRUE;
+  int lock = lock_token (state, token, error);
+
+  if (lock < 0)
+    return FALSE;
+  /* a token the proxy called gone stays forgotten while Dovecot still
+   * holds it (the device has not uploaded a new one yet) */
+  *gone = is_gone (state, token);
+  if (!*gone)
+    ok = write_replace (state, name, content, now, error);
+  unlock_token (lock);
+  return ok;
+}
+
+gboolean
+dcp_state_device_forget (DcpState *state, const gchar *token, GError **error)
+{
+  g_autofree gchar *name = token_file (token, DEVICE_SUFFIX);
+
+  if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
+    {
+      int saved = errno;
+      return set_errno_error (error, saved, "cannot remove", name);
+    }
+  return TRUE;
+}
+
+/* One device file, or NULL when it is not one of ours (or damaged). */
+static DcpDevice *
+read_device (DcpState *state, const gchar *name)
+{
+  g_autofree gchar *buf = g_malloc (DEVICE_FILE_MAX + 1);
+  g_autofree gchar *expected = NULL;
+  g_auto (GStrv) lines = NULL;
+  DcpDevice *device;
+  gssize n;
+  int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+  if (fd < 0)
+    return NULL;
+  n = read (fd, buf, DEVICE_FILE_MAX);
+  close (fd);
+  if (n <= 0)
+    return NULL;
+  buf[n] = '\0';
+  lines = g_strsplit (buf, "\n", 3);
+  if (lines[0] == NULL || lines[1] == NULL
+      || !dcp_token_validate (lines[0], strlen (lines[0]), NULL))
+    return NULL;
+  expected = token_file (lines[0], DEVICE_SUFFIX);
+  if (strcmp (expected, name) != 0)
+    return NULL;
+  device = g_new0 (DcpDevice, 1);
+  device->token = g_strdup (lines[0]);
+  device->source = g_strdup (lines[1]);
+  device->seen = stat_mtime (state, name);
+  return device;
+}
+
+static gint
+device_newer_first (gconstpointer a, gconstpointer b)
+{
+  const DcpDevice *x = *(DcpDevice *const *) a, *y = *(DcpDevice *const *) b;
+  return x->seen > y->seen ? -1 : x->seen < y->seen ? 1 : strcmp (x->token, y->token);
+}
+
+/* The remembered devices, last seen first.  With expire, those not seen
+ * for max_age and those beyond DCP_STATE_DEVICES_MAX are forgotten. */
+GPtrArray *
+dcp_state_devices (DcpState *state, gint64 now, gint64 max_age, gboolean expire)
+{
+  GPtrArray *devices = g_ptr_array_new_with_free_func ((GDestroyNotify) dcp_device_free);
+  int fd = dup (state->dirfd);
+  DIR *dir = fd >= 0 ? fdopendir (fd) : NULL;
+  struct dirent *e;
+
+  if (dir == NULL)
+    {
+      if (fd >= 0)
+        close (fd);
+      return devices;
+    }
+  rewinddir (dir);
+  while ((e = readdir (dir)) != NULL)
+    {
+      DcpDevice *d;
+      if (!g_str_has_suffix (e->d_name, DEVICE_SUFFIX)
+          || (d = read_device (state, e->d_name)) == NULL)
+        continue;
+      if (expire && now - d->seen > max_age)
+        {
+          (void) unlinkat (state->dirfd, e->d_name, 0);
+          dcp_device_free (d);
+          continue;
+        }
+      g_ptr_array_add (devices, d);
+    }
+  closedir (dir);
+  g_ptr_array_sort (devices, device_newer_first);
+  while (expire && devices->len > DCP_STATE_DEVICES_MAX)
+    {
+      DcpDevice *d = g_ptr_array_index (devices, devices->len - 1);
+      (void) dcp_state_device_forget (state, d->token, NULL);
+      g_ptr_array_remove_index (devices, devices->len - 1);
+    }
+  return devices;
 }

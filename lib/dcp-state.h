@@ -11,6 +11,10 @@
  *                   as long as it lives, so a dead one is seen as stale
  *   <hash>.gone     the proxy answered 410 Gone
  *   <hash>.result   time and text of the last attempt, for --status
+ *   <hash>.device   a remembered device token (read from Dovecot's metadata):
+ *                   the token and where it came from; mtime = last seen.
+ *                   It holds the token itself, which must be kept to push
+ *                   it later: the file is 0600 like the rest.
  * Times are microseconds since the Epoch and always passed in, so tests can
  * drive a clock of their own. */
 #pragma once
@@ -77,6 +81,23 @@ gboolean dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone,
 gboolean dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status,
                                GError **error);
 void dcp_token_status_clear (DcpTokenStatus *status);
+
+/* Remembered device tokens: forgotten on 410 and when not seen for a while. */
+#define DCP_STATE_DEVICES_MAX 64
+
+typedef struct {
+  gchar *token;
+  gchar *source; /* where it was seen, e.g. the dictionary file */
+  gint64 seen;   /* last seen there */
+} DcpDevice;
+
+void dcp_device_free (DcpDevice *device);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpDevice, dcp_device_free)
+
+gboolean dcp_state_device_seen (DcpState *state, const gchar *token, const gchar *source,
+                                gint64 now, gboolean *gone, GError **error);
+GPtrArray *dcp_state_devices (DcpState *state, gint64 now, gint64 max_age, gboolean expire);
+gboolean dcp_state_device_forget (DcpState *state, const gchar *token, GError **error);
 
 gboolean dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError **error);
 gboolean dcp_state_retry_save (DcpState *state, const gchar *key, const DcpRetry *retry,

@@ -22,18 +22,23 @@
 #include "dcp-http.h"
 #include "dcp-log.h"
 #include "dcp-message.h"
+#include "dcp-metadata.h"
 #include "dcp-state.h"
 #include "dcp-token.h"
 
 #define RETRY_MAX_FAILURES 5
 #define RETRY_MAX_SECONDS 3600
 #define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
+/* a device token not seen in Dovecot's metadata for this long is
+ * forgotten, as chatmail relays do */
+#define DEVICE_MAX_AGE (G_GINT64_CONSTANT (90 * 24 * 3600) * G_USEC_PER_SEC)
 
 typedef struct {
   DcpSettings *s;
-  DcpState *state; /* NULL when the cache is unusable */
-  DcpHttp *http;   /* loaded on first use */
-  gint64 deadline; /* monotonic µs: end of the network budget */
+  DcpState *state;   /* NULL when the cache is unusable */
+  DcpHttp *http;     /* loaded on first use */
+  GPtrArray *tokens; /* this run's: those given, then the devices */
+  gint64 deadline;   /* monotonic µs: end of the network budget */
   gboolean http_failed;
 } Run;
 
@@ -42,6 +47,7 @@ run_clear (Run *r)
 {
   g_clear_pointer (&r->state, dcp_state_free);
   g_clear_pointer (&r->http, dcp_http_free);
+  g_clear_pointer (&r->tokens, g_ptr_array_unref);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
@@ -123,7 +129,9 @@ push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts,
       if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &serr))
         dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, serr->message);
       g_clear_error (&serr);
-      if (out == DCP_HTTP_GONE && !dcp_state_set_gone (r->state, token, TRUE, now, &serr))
+      if (out == DCP_HTTP_GONE
+          && (!dcp_state_set_gone (r->state, token, TRUE, now, &serr)
+              || !dcp_state_device_forget (r->state, token, &serr)))
         dcp_log (LOG_WARNING, "%s: cannot mark the token gone: %s", shown, serr->message);
     }
   if (out == DCP_HTTP_OK)
@@ -244,27 +252,111 @@ slot_word (DcpSlotKind kind)
     }
 }
 
+static void
+add_unique (GPtrArray *tokens, const gchar *token)
+{
+  if (!g_ptr_array_find_with_equal_func (tokens, token, g_str_equal, NULL))
+    g_ptr_array_add (tokens, g_strdup (token));
+}
+
+/* The device tokens in Dovecot's metadata file, each remembered (when
+ * write) unless the proxy called it gone. */
+static void
+add_file_tokens (Run *r, gboolean write, gint64 now)
+{
+  const gchar *path = r->s->dovecot_metadata;
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) found = NULL;
+  g_autoptr (GError) error = NULL;
+
+  found = dcp_metadata_load (path, warnings, &error);
+  if (found == NULL)
+    dcp_log (LOG_WARNING, "Dovecot metadata %s", error->message);
+  for (guint i = 0; i < warnings->len; i++)
+    dcp_log (LOG_WARNING, "Dovecot metadata %s: %s", path,
+             (const gchar *) g_ptr_array_index (warnings, i));
+  for (guint i = 0; found != NULL && i < found->len; i++)
+    {
+      const gchar *token = g_ptr_array_index (found, i);
+      g_autofree gchar *shown = dcp_token_display (token);
+      gboolean gone = FALSE;
+
+      if (write && r->state != NULL
+          && !dcp_state_device_seen (r->state, token, path, now, &gone, &error))
+        {
+          dcp_log (LOG_WARNING, "%s: cannot remember the device: %s", shown, error->message);
+          g_clear_error (&error);
+        }
+      if (gone)
+        dcp_log (LOG_INFO, "%s: the proxy called this device token gone; skipped", shown);
+      else
+        add_unique (r->tokens, token);
+    }
+}
+
+/* This run's tokens: those given, then (with --dovecot-metadata) the ones
+ * in Dovecot's file, then the other devices remembered in the cache.
+ * Only with write are devices remembered, refreshed and expired. */
+static void
+load_tokens (Run *r, gboolean write)
+{
+  gint64 now = g_get_real_time ();
+  g_autoptr (GPtrArray) devices = NULL;
+
+  r->tokens = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < r->s->tokens->len; i++)
+    add_unique (r->tokens, g_ptr_array_index (r->s->tokens, i));
+  if (r->s->dovecot_metadata == NULL)
+    return;
+  add_file_tokens (r, write, now);
+  if (r->state != NULL)
+    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, write);
+  for (guint i = 0; devices != NULL && i < devices->len; i++)
+    {
+      DcpDevice *d = g_ptr_array_index (devices, i);
+      /* a cache shared by several accounts never mixes their devices */
+      if (g_str_equal (d->source, r->s->dovecot_metadata))
+        add_unique (r->tokens, d->token);
+    }
+}
+
+static void
+print_status (Run *r, const gchar *token, const gchar *extra)
+{
+  g_autofree gchar *shown = dcp_token_display (token);
+  DcpTokenStatus st = { .last = -1, .result_time = -1, .due = -1, .gone = -1 };
+  g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL;
+
+  if (r->state != NULL)
+    (void) dcp_state_get_status (r->state, token, &st, NULL);
+  last = format_time (st.last);
+  pending = !st.pending       ? g_strdup ("none")
+            : st.pending_live ? format_time (st.due)
+                              : g_strdup ("stale");
+  gone = st.gone >= 0 ? format_time (st.gone) : g_strdup ("no");
+  printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s%s\n", shown, last,
+          st.result ? st.result : "none", pending, gone, extra);
+  dcp_token_status_clear (&st);
+}
+
 static DcpStatus
 run_status (Run *r)
 {
+  g_autoptr (GPtrArray) devices = NULL;
+
   open_state (r, FALSE);
   for (guint i = 0; i < r->s->tokens->len; i++)
+    print_status (r, g_ptr_array_index (r->s->tokens, i), "");
+  if (r->state != NULL && r->s->dovecot_metadata != NULL)
+    devices = dcp_state_devices (r->state, g_get_real_time (), DEVICE_MAX_AGE, FALSE);
+  for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
-      const gchar *token = g_ptr_array_index (r->s->tokens, i);
-      g_autofree gchar *shown = dcp_token_display (token);
-      DcpTokenStatus st = { .last = -1, .result_time = -1, .due = -1, .gone = -1 };
-      g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL;
-
-      if (r->state != NULL)
-        (void) dcp_state_get_status (r->state, token, &st, NULL);
-      last = format_time (st.last);
-      pending = !st.pending       ? g_strdup ("none")
-                : st.pending_live ? format_time (st.due)
-                                  : g_strdup ("stale");
-      gone = st.gone >= 0 ? format_time (st.gone) : g_strdup ("no");
-      printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s\n", shown, last,
-              st.result ? st.result : "none", pending, gone);
-      dcp_token_status_clear (&st);
+      DcpDevice *d = g_ptr_array_index (devices, i);
+      g_autofree gchar *seen = format_time (d->seen);
+      g_autofree gchar *extra = g_strdup_printf (" source=%s seen=%s", d->source, seen);
+      if (g_str_equal (d->source, r->s->dovecot_metadata)
+          && !g_ptr_array_find_with_equal_func (r->s->tokens, d->token, g_str_equal, NULL))
+        print_status (r, d->token, extra);
     }
   return fflush (stdout) == 0 ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
 }
@@ -275,9 +367,10 @@ run_ping (Run *r)
   gboolean all_ok = TRUE;
 
   open_state (r, TRUE);
-  for (guint i = 0; i < r->s->tokens->len; i++)
+  load_tokens (r, TRUE);
+  for (guint i = 0; i < r->tokens->len; i++)
     {
-      const gchar *token = g_ptr_array_index (r->s->tokens, i);
+      const gchar *token = g_ptr_array_index (r->tokens, i);
       g_autofree gchar *shown = dcp_token_display (token);
       g_autofree gchar *text = NULL;
       DcpSlot slot = DCP_SLOT_INIT;
@@ -494,11 +587,11 @@ static DcpStatus
 run_deliver (Run *r, int fd)
 {
   gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
-  guint n = r->s->tokens->len;
+  guint n;
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) header = NULL;
   g_autoptr (DcpMessage) msg = NULL;
-  g_autoptr (GArray) plans = g_array_sized_new (FALSE, TRUE, sizeof (Plan), n);
+  g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
   g_auto (DcpRetry) retry
       = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
@@ -521,16 +614,22 @@ run_deliver (Run *r, int fd)
              DCP_MESSAGE_HEADER_MAX);
   verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
 
+  /* devices are refreshed on every run, whatever the message */
+  if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
+    open_state (r, !dry);
+  load_tokens (r, !dry);
+  n = r->tokens->len;
+  if (n == 0)
+    dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
   if (verdict == DCP_VERDICT_NOTIFY)
     {
-      open_state (r, !dry);
       if (r->state != NULL)
         (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
       g_array_set_size (plans, n);
       for (guint i = 0; i < n; i++)
         {
           Plan *p = &g_array_index (plans, Plan, i);
-          p->token = g_ptr_array_index (r->s->tokens, i);
+          p->token = g_ptr_array_index (r->tokens, i);
           plan_token (r, p, &retry, now, dry);
         }
     }
@@ -545,7 +644,7 @@ run_deliver (Run *r, int fd)
                dcp_verdict_to_string (verdict));
       for (guint i = 0; dry && i < n; i++)
         {
-          g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->s->tokens, i));
+          g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->tokens, i));
           printf ("%s %s\n", dcp_verdict_to_string (verdict), shown);
         }
       return DCP_STATUS_DONE;

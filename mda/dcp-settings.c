@@ -45,6 +45,7 @@ dcp_settings_free (DcpSettings *s)
   g_free (s->url);
   g_strfreev (s->self);
   g_free (s->cache_root);
+  g_free (s->dovecot_metadata);
   g_free (s->help);
   g_free (s);
 }
@@ -175,6 +176,7 @@ typedef struct {
   gboolean help;
   gboolean trailing_child;
   gchar *due;
+  gchar *dovecot_metadata;
   gchar **rest;
 } Cli;
 
@@ -189,14 +191,39 @@ cli_clear (Cli *c)
   g_free (c->max_age);
   g_free (c->timeout);
   g_free (c->due);
+  g_free (c->dovecot_metadata);
   g_strfreev (c->rest);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Cli, cli_clear)
 
+/* Dovecot runs sieve programs with HOME, USER and RECIPIENT set: the
+ * file's ~ and relative paths are taken from HOME, as Dovecot does, and
+ * the account's own mail causes no push, as on chatmail relays. */
+static void
+dovecot_metadata (DcpSettings *s, Cli *c)
+{
+  const gchar *own[] = { g_getenv ("USER"), g_getenv ("RECIPIENT") };
+  GPtrArray *self = g_ptr_array_new ();
+  const gchar *file = c->dovecot_metadata;
+
+  s->dovecot_metadata = g_path_is_absolute (file) || g_str_has_prefix (file, "~/")
+                            ? expand_home (file)
+                            : g_build_filename (g_get_home_dir (), file, NULL);
+  for (gchar **p = c->self; p != NULL && *p != NULL; p++)
+    g_ptr_array_add (self, *p);
+  for (gsize i = 0; i < G_N_ELEMENTS (own); i++)
+    if (own[i] != NULL && strchr (own[i], '@') != NULL)
+      g_ptr_array_add (self, g_strdup (own[i]));
+  g_ptr_array_add (self, NULL);
+  g_free (c->self);
+  c->self = (gchar **) g_ptr_array_free (self, FALSE);
+}
+
 static const gchar *const config_keys[] = {
-  "tokens",    "token-file", "url",         "window",      "self",    "max-age",
-  "chat-only", "timeout",    "best-effort", "no-trailing", "verbose", NULL,
+  "tokens",  "token-file",       "url",     "window",      "self",
+  "max-age", "chat-only",        "timeout", "best-effort", "no-trailing",
+  "verbose", "dovecot-metadata", NULL,
 };
 
 static gboolean
@@ -319,6 +346,7 @@ read_config (Cli *c, gchar ***config_tokens, GError **error)
          && config_list (kf, path, "self", &c->self, error)
          && config_seconds (kf, path, "max-age", &c->max_age, error)
          && config_seconds (kf, path, "timeout", &c->timeout, error)
+         && config_string (kf, path, "dovecot-metadata", &c->dovecot_metadata, error)
          && config_bool (kf, path, "chat-only", &c->chat_only, error)
          && config_bool (kf, path, "best-effort", &c->best_effort, error)
          && config_bool (kf, path, "no-trailing", &c->no_trailing, error)
@@ -348,6 +376,8 @@ make_context (Cli *c)
       "Never exit 75: log transient failures and exit 0", NULL },
     { "no-trailing", 0, 0, G_OPTION_ARG_NONE, &c->no_trailing,
       "No trailing push for mail that arrives inside the window", NULL },
+    { "dovecot-metadata", 0, 0, G_OPTION_ARG_FILENAME, &c->dovecot_metadata,
+      "Also push the device tokens Delta Chat stored in this Dovecot metadata file", "FILE" },
     { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &c->dry_run,
       "Read and decide, print the decision per token, send nothing, change nothing", NULL },
     { "ping", 0, 0, G_OPTION_ARG_NONE, &c->ping,
@@ -463,6 +493,8 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "bad --due");
       return FALSE;
     }
+  if (c.dovecot_metadata != NULL)
+    dovecot_metadata (s, &c);
   s->self = lower_addresses (c.self);
   s->chat_only = c.chat_only;
   s->best_effort = c.best_effort;
@@ -470,7 +502,7 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
   s->verbose = c.verbose;
   s->cache_root = g_strdup (g_get_user_cache_dir ());
 
-  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING)
+  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->dovecot_metadata == NULL)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
                            "no push token given (TOKEN, --token-file or the config file)");

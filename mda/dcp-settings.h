@@ -31,6 +31,8 @@ typedef struct {
   gboolean trailing;
   gboolean verbose;
   gchar *cache_root;
+  /* Dovecot's metadata dictionary file (absolute), or NULL */
+  gchar *dovecot_metadata;
   GPtrArray *warnings; /* to be logged once logging is up */
   gchar *help;
   gint64 due; /* DCP_MODE_TRAILING: µs since the Epoch */

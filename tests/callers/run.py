@@ -75,7 +75,8 @@ def outer(scenario, binary):
     tmp = tempfile.mkdtemp(prefix="dcp-callers-")
     try:
         os.makedirs(os.path.join(tmp, "harness", "examples"))
-        for name in ("run.py", "harness.py"):
+        # run.py, harness.py and the scenario files that import them
+        for name in (n for n in os.listdir(HERE) if n.endswith(".py")):
             shutil.copy(os.path.join(HERE, name),
                         os.path.join(tmp, "harness", name))
         httpd = os.path.join(os.path.dirname(HERE), "httpd.py")
@@ -95,7 +96,8 @@ def outer(scenario, binary):
         os.chown(tmp, nobody.pw_uid, nobody.pw_gid)
         argv = ["setpriv", "--reuid", str(nobody.pw_uid), "--regid",
                 str(nobody.pw_gid), "--clear-groups", "--",
-                "/usr/bin/python3", os.path.join(tmp, "harness", "run.py"),
+                "/usr/bin/python3",
+                os.path.join(tmp, "harness", os.path.basename(sys.argv[0])),
                 "--inner", scenario, real, tmp]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                "HOME": tmp, "LANG": "C.UTF-8", "TZ": "UTC"}

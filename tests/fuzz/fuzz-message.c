@@ -24,6 +24,7 @@
 
 #include "dcp-decision.h"
 #include "dcp-message.h"
+#include "fuzz-check.h"
 
 /* The libFuzzer entry points, declared for -Wmissing-prototypes. */
 int LLVMFuzzerInitialize (int *argc, char ***argv);
@@ -31,18 +32,6 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 /* A fixed clock (2026-11-22 04:00:00 UTC), so runs are reproducible. */
 #define FUZZ_NOW G_GINT64_CONSTANT (1795320000)
-
-#define CHECK(cond)                                                                                \
-  do                                                                                               \
-    {                                                                                              \
-      if (!(cond))                                                                                 \
-        {                                                                                          \
-          fprintf (stderr, "fuzz-message: broken promise: %s (%s:%d)\n", #cond, __FILE__,          \
-                   __LINE__);                                                                      \
-          abort ();                                                                                \
-        }                                                                                          \
-    }                                                                                              \
-  while (0)
 
 static void
 quiet_log (const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer user_data)

@@ -23,24 +23,13 @@
 #include <unistd.h>
 
 #include "dcp-message.h"
+#include "fuzz-check.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 #define CHUNK 16384
 #define PIPE_MAX 65536 /* stay within the default pipe capacity */
-
-#define CHECK(cond)                                                                                \
-  do                                                                                               \
-    {                                                                                              \
-      if (!(cond))                                                                                 \
-        {                                                                                          \
-          fprintf (stderr, "fuzz-read-header: broken promise: %s (%s:%d)\n", #cond, __FILE__,      \
-                   __LINE__);                                                                      \
-          abort ();                                                                                \
-        }                                                                                          \
-    }                                                                                              \
-  while (0)
 
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)

@@ -12,7 +12,8 @@
 # otherwise; the reproducer and the scratch directory are then kept and named.
 #
 # Environment:
-#   TARGETS   fuzzers to run, in turn (default: fuzz-message fuzz-read-header)
+#   TARGETS   fuzzers to run, in turn (default: fuzz-message fuzz-read-header
+#             fuzz-metadata)
 #   BUILDDIR  build directory (default: ${TMPDIR:-/tmp}/build-fuzz), configured
 #             with clang, ASan+UBSan and libFuzzer coverage on every target
 #   GMIME_PREFIX  an instrumented GMime from build-gmime.sh, used when
@@ -29,7 +30,7 @@ seconds=${1:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=$(cd "$here/../.." && pwd)
 builddir=${BUILDDIR:-${TMPDIR:-/tmp}/build-fuzz}
-targets=${TARGETS:-fuzz-message fuzz-read-header}
+targets=${TARGETS:-fuzz-message fuzz-read-header fuzz-metadata}
 
 if [ -n "${GMIME_PREFIX:-}" ]; then
   PKG_CONFIG_PATH=$GMIME_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
@@ -49,6 +50,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/run-fuzz.XXXXXX")
 mkdir "$work/seeds"
 cp "$srcdir"/tests/corpus/*.eml "$work/seeds/"
 cp "$srcdir"/tests/hostile/*.eml "$work/seeds/"
+cp "$here"/metadata-seeds/* "$work/seeds/"
 python3 "$srcdir/tests/hostile/gen.py" --max-size 65536 "$work/seeds" >/dev/null
 
 status=0
@@ -61,7 +63,7 @@ for t in $targets; do
     "$builddir/tests/fuzz/$t" \
       -max_total_time="$seconds" -timeout=5 -rss_limit_mb=512 -detect_leaks=1 \
       -max_len="${MAX_LEN:-16384}" -print_final_stats=1 \
-      -dict="$here/message.dict" \
+      -dict="$here/$([ "$t" = fuzz-metadata ] && echo metadata || echo message).dict" \
       -artifact_prefix="$work/$t.artifacts/" \
       "$@" "$work/$t" || status=$?
   if [ "$status" -ne 0 ] || [ -n "$(ls -A "$work/$t.artifacts")" ]; then

@@ -1345,6 +1345,124 @@ test_race_no_trailing (Fixture *f, gconstpointer data)
   race (f, T0, FALSE, expected);
 }
 
+/* ---------------------------------------------------------------- devices */
+
+#define DAY (G_GINT64_CONSTANT (86400) * SEC)
+#define SOURCE "/home/alice/dovecot-attributes"
+
+static void
+device_seen (Fixture *f, const gchar *token, gint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  gboolean gone = TRUE;
+
+  g_assert_true (dcp_state_device_seen (f->state, token, SOURCE, now, &gone, &error));
+  g_assert_no_error (error);
+  g_assert_false (gone);
+}
+
+static void
+test_device_remembered (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *hash = dcp_token_hash (TOKEN);
+  g_autofree gchar *name = g_strconcat (hash, ".device", NULL);
+  g_autofree gchar *path = g_build_filename (dcp_state_get_path (f->state), name, NULL);
+  g_autofree gchar *content = NULL;
+  g_autoptr (GPtrArray) devices = NULL;
+  DcpDevice *d;
+  struct stat st;
+
+  (void) data;
+  device_seen (f, TOKEN, T0);
+  /* the token itself is kept (it must be pushed later), in a 0600 file
+   * named by its hash */
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 07777, ==, 0600);
+  g_assert_true (g_file_get_contents (path, &content, NULL, NULL));
+  g_assert_cmpstr (content, ==, TOKEN "\n" SOURCE "\n");
+  devices = dcp_state_devices (f->state, T0 + SEC, 90 * DAY, TRUE);
+  g_assert_cmpuint (devices->len, ==, 1);
+  d = g_ptr_array_index (devices, 0);
+  g_assert_cmpstr (d->token, ==, TOKEN);
+  g_assert_cmpstr (d->source, ==, SOURCE);
+  g_assert_cmpint (d->seen, ==, T0);
+}
+
+static void
+test_device_expiry (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) kept = NULL;
+  g_autoptr (GPtrArray) peeked = NULL;
+  g_autoptr (GPtrArray) after = NULL;
+
+  (void) data;
+  device_seen (f, "old-token-aaaa", T0);
+  device_seen (f, "new-token-bbbb", T0 + 10 * DAY);
+  /* 90 days exactly: still kept; one µs more: forgotten, but only when
+   * expiring (--status looks without changing) */
+  kept = dcp_state_devices (f->state, T0 + 90 * DAY, 90 * DAY, TRUE);
+  g_assert_cmpuint (kept->len, ==, 2);
+  g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (kept, 0))->token, ==, "new-token-bbbb");
+  peeked = dcp_state_devices (f->state, T0 + 90 * DAY + 1, 90 * DAY, FALSE);
+  g_assert_cmpuint (peeked->len, ==, 2);
+  g_clear_pointer (&kept, g_ptr_array_unref);
+  kept = dcp_state_devices (f->state, T0 + 90 * DAY + 1, 90 * DAY, TRUE);
+  g_assert_cmpuint (kept->len, ==, 1);
+  g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (kept, 0))->token, ==, "new-token-bbbb");
+  /* seen again: refreshed */
+  device_seen (f, "new-token-bbbb", T0 + 200 * DAY);
+  after = dcp_state_devices (f->state, T0 + 250 * DAY, 90 * DAY, TRUE);
+  g_assert_cmpuint (after->len, ==, 1);
+}
+
+static void
+test_device_forget_and_gone (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = NULL;
+  gboolean gone = FALSE;
+
+  (void) data;
+  device_seen (f, TOKEN, T0);
+  g_assert_true (dcp_state_set_gone (f->state, TOKEN, TRUE, T0, NULL));
+  g_assert_true (dcp_state_device_forget (f->state, TOKEN, &error));
+  g_assert_no_error (error);
+  g_assert_true (dcp_state_device_forget (f->state, TOKEN, &error)); /* twice is fine */
+  /* still in Dovecot's file: not remembered again */
+  g_assert_true (dcp_state_device_seen (f->state, TOKEN, SOURCE, T0 + SEC, &gone, &error));
+  g_assert_true (gone);
+  devices = dcp_state_devices (f->state, T0 + 2 * SEC, 90 * DAY, TRUE);
+  g_assert_cmpuint (devices->len, ==, 0);
+}
+
+static void
+test_device_cap_and_damage (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *hash = dcp_token_hash ("planted-token");
+  g_autofree gchar *wrong = g_strconcat (dcp_state_get_path (f->state), "/", hash, ".device", NULL);
+  g_autofree gchar *garbage = g_build_filename (dcp_state_get_path (f->state), "x.device", NULL);
+  g_autoptr (GPtrArray) devices = NULL;
+
+  (void) data;
+  for (gint i = 0; i < DCP_STATE_DEVICES_MAX + 5; i++)
+    {
+      g_autofree gchar *token = g_strdup_printf ("device-token-%03d", i);
+      device_seen (f, token, T0 + i * SEC);
+    }
+  /* a file whose name is not its token's hash, and one that holds no
+   * token, are not devices */
+  g_assert_true (g_file_set_contents (wrong, "another-token\nx\n", -1, NULL));
+  g_assert_true (g_file_set_contents (garbage, "a b\n\n", -1, NULL));
+  devices = dcp_state_devices (f->state, T0 + DAY, 90 * DAY, TRUE);
+  g_assert_cmpuint (devices->len, ==, DCP_STATE_DEVICES_MAX);
+  /* the oldest went */
+  g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (devices, devices->len - 1))->token, ==,
+                   "device-token-005");
+  g_clear_pointer (&devices, g_ptr_array_unref);
+  devices = dcp_state_devices (f->state, T0 + DAY, 90 * DAY, FALSE);
+  g_assert_cmpuint (devices->len, ==, DCP_STATE_DEVICES_MAX);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1382,6 +1500,10 @@ main (int argc, char **argv)
   ADD ("/state/race/fresh", test_race_fresh);
   ADD ("/state/race/inside-window", test_race_inside_window);
   ADD ("/state/race/no-trailing", test_race_no_trailing);
+  ADD ("/state/device/remembered", test_device_remembered);
+  ADD ("/state/device/expiry", test_device_expiry);
+  ADD ("/state/device/forget-and-gone", test_device_forget_and_gone);
+  ADD ("/state/device/cap-and-damage", test_device_cap_and_damage);
 #undef ADD
 
   return g_test_run ();

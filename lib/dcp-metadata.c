@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Dovecot's file dict, read the way Dovecot reads it (file_dict_refresh()
+ * in src/lib-dict/dict-file.c): lines end at LF, a CR before it is
+ * dropped, a last line without LF is not a line, and lines pair up as key
+ * then value.  Both are tab-escaped: \001 followed by 1, t, r or n stands
+ * for \001, TAB, CR or LF, followed by anything else for that byte.
+ *
+ * We only take values of `priv/<mailbox GUID>/devicetoken` (what
+ * /private/devicetoken becomes) and `shared/<GUID>/devicetoken`, and only
+ * values that are valid tokens without a quote or a backslash (core
+ * never writes those): whatever else the file holds is never sent.  The work is linear in the file,
+ * which is capped in size. */
+#include "dcp-metadata.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dcp-error.h"
+#include "dcp-token.h"
+
+#define ESCAPE '\001'
+
+gchar *
+dcp_metadata_unescape (const gchar *text, gsize len, gsize *out_len)
+{
+  gchar *out = g_malloc (len + 1);
+  gsize n = 0;
+
+  for (gsize i = 0; i < len; i++)
+    {
+      if (text[i] != ESCAPE)
+        {
+          out[n++] = text[i];
+          continue;
+        }
+      if (++i == len)
+        break;
+      switch (text[i])
+        {
+        case '1':
+          out[n++] = ESCAPE;
+          break;
+        case 't':
+          out[n++] = '\t';
+          break;
+        case 'r':
+          out[n++] = '\r';
+          break;
+        case 'n':
+          out[n++] = '\n';
+          break;
+        default:
+          out[n++] = text[i];
+          break;
+        }
+    }
+  out[n] = '\0';
+  if (out_len != NULL)
+    *out_len = n;
+  return out;
+}
+
+/* priv/<GUID>/devicetoken or shared/<GUID>/devicetoken */
+static gboolean
+is_token_key (const gchar *key)
+{
+  const gchar *rest = NULL, *slash;
+
+  if (g_str_has_prefix (key, "priv/"))
+    rest = key + strlen ("priv/");
+  else if (g_str_has_prefix (key, "shared/"))
+    rest = key + strlen ("shared/");
+  if (rest == NULL || *rest == '/' || (slash = strchr (rest, '/')) == NULL)
+    return FALSE;
+  return strcmp (slash, "/devicetoken") == 0;
+}
+
+/* The next line of data[*pos..len), without its LF and a CR before it;
+ * FALSE when no complete line is left. */
+static gboolean
+next_line (const gchar *data, gsize len, gsize *pos, const gchar **line, gsize *line_len)
+{
+  const gchar *start = data + *pos;
+  const gchar *nl = memchr (start, '\n', len - *pos);
+  gsize n;
+
+  if (nl == NULL)
+    return FALSE;
+  n = nl - start;
+  *pos += n + 1;
+  if (n > 0 && start[n - 1] == '\r')
+    n--;
+  *line = start;
+  *line_len = n;
+  return TRUE;
+}
+
+/* The value as a token, or NULL (and a warning) when it is none. */
+static gchar *
+token_value (const gchar *key, const gchar *raw, gsize raw_len, guint pair, GPtrArray *warnings)
+{
+  g_autoptr (GError) local = NULL;
+  g_autofree gchar *value = NULL;
+  gsize len = 0;
+
+  if (memchr (raw, '\0', raw_len) != NULL)
+    {
+      if (warnings != NULL)
+        g_ptr_array_add (
+            warnings,
+            g_strdup_printf ("pair %u (%s): the value holds a NUL byte, ignored", pair, key));
+      return NULL;
+    }
+  value = dcp_metadata_unescape (raw, raw_len, &len);
+  /* core never stores a quote or a backslash (its IMAP quoting) */
+  if (dcp_token_validate (value, len, &local) && strpbrk (value, "\"\\") != NULL)
+    g_set_error_literal (&local, DCP_ERROR, DCP_ERROR_INVALID, "a quote or a backslash");
+  if (local != NULL)
+    {
+      if (warnings != NULL)
+        g_ptr_array_add (warnings, g_strdup_printf ("pair %u (%s): not a push token (%s), ignored",
+                                                    pair, key, local->message));
+      return NULL;
+    }
+  return g_steal_pointer (&value);
+}
+
+/* The valid, unique device tokens of the dictionary in data, in file
+ * order; one line per problem is added to warnings (if not NULL). */
+GPtrArray *
+dcp_metadata_parse (const gchar *data, gsize len, GPtrArray *warnings)
+{
+  g_autoptr (GPtrArray) tokens = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+  const gchar *kline, *vline;
+  gsize klen, vlen, pos = 0;
+  guint pair = 0;
+
+  while (next_line (data, len, &pos, &kline, &klen) && next_line (data, len, &pos, &vline, &vlen))
+    {
+      g_autofree gchar *key = NULL;
+      gchar *value;
+
+      pair++;
+      /* a key with a NUL ends there, as in Dovecot's C strings */
+      key = dcp_metadata_unescape (kline, strnlen (kline, klen), NULL);
+      if (!is_token_key (key))
+        continue;
+      value = token_value (key, vline, vlen, pair, warnings);
+      if (value == NULL || g_hash_table_contains (seen, value))
+        {
+          g_free (value);
+          continue;
+        }
+      if (tokens->len == DCP_METADATA_TOKENS_MAX)
+        {
+          g_free (value);
+          if (warnings != NULL)
+            g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest "
+                                                        "are ignored",
+                                                        DCP_METADATA_TOKENS_MAX));
+          break;
+        }
+      g_ptr_array_add (tokens, value);
+      g_hash_table_add (seen, value);
+    }
+  return g_steal_pointer (&tokens);
+}
+
+static gboolean
+read_all (int fd, gchar *buf, gsize max, gsize *got)
+{
+  gssize n;
+
+  *got = 0;
+  while (*got < max && (n = read (fd, buf + *got, max - *got)) != 0)
+    {
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return FALSE;
+      *got += n;
+    }
+  return TRUE;
+}
+
+/* Read and parse the dictionary at path.  A file that does not exist
+ * holds no token (Dovecot creates it on the first SETMETADATA).  Returns
+ * NULL with error set when the file cannot be used at all. */
+GPtrArray *
+dcp_metadata_load (const gchar *path, GPtrArray *warnings, GError **error)
+{
+  g_autofree gchar *buf = NULL;
+  struct stat st;
+  gsize got;
+  int fd;
+
+  fd = open (path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
+    return g_ptr_array_new_with_free_func (g_free);
+  if (fd < 0)
+    {
+      int saved = errno;
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", path, g_strerror (saved));
+      return NULL;
+    }
+  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode) || st.st_size > DCP_METADATA_FILE_MAX)
+    {
+      close (fd);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "%s is not a regular file of at most 1 MiB, ignored", path);
+      return NULL;
+    }
+  /* one byte more than allowed: a file that grew since fstat() */
+  buf = g_malloc (DCP_METADATA_FILE_MAX + 1);
+  if (!read_all (fd, buf, DCP_METADATA_FILE_MAX + 1, &got) || got > DCP_METADATA_FILE_MAX)
+    {
+      int saved = errno;
+      close (fd);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", path,
+                   got > DCP_METADATA_FILE_MAX ? "larger than 1 MiB, ignored" : g_strerror (saved));
+      return NULL;
+    }
+  close (fd);
+  return dcp_metadata_parse (buf, got, warnings);
+}
