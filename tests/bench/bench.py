@@ -452,7 +452,18 @@ class Bench:
     def in_store(self, store):
         """argv prefix: a private mount namespace with store over
         /etc/ssl/certs (a user namespace too when we are not root)."""
-        return (["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]) + [
+        unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+        probe = subprocess.run(unshare + ["true"], capture_output=True, text=True, timeout=30)
+        if probe.returncode != 0:
+            # In a chroot (whose / is no mount point) unshare cannot make
+            # the mounts private; that is safe to skip only where no mount
+            # is shared with another namespace, so nothing can leak out.
+            with open("/proc/self/mountinfo") as f:
+                shared = [ln for ln in f if " shared:" in ln]
+            if shared:
+                raise Failure("no private mount namespace: " + probe.stderr.strip())
+            unshare += ["--propagation", "unchanged"]
+        return unshare + [
             "sh", "-c", 'mount --bind "$1" /etc/ssl/certs && shift && exec "$@"', "sh", store]
 
     def bench_https(self):
