@@ -26,8 +26,9 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
+
+from httpd import Server
 
 CA_CONF = """\
 [ca]
@@ -135,46 +136,30 @@ def context(cert, key, version=None):
     return ctx
 
 
-class RawServer:
-    """A TCP server on 127.0.0.1 that misbehaves at the TLS level.  It
-    records, per connection, how many bytes the client sent."""
+class RawServer(Server):
+    """A TCP server on 127.0.0.1 (httpd.Server's accept loop) that
+    misbehaves at the TLS level.  It records, per connection, how many
+    bytes the client sent."""
 
     def __init__(self, mode, backend=None, delay=0.0):
+        super().__init__()
         self.mode, self.backend, self.delay = mode, backend, delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.url = "https://127.0.0.1:%d/notify" % self.port
         self.received = []  # bytes from the client, per connection
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
-
-    def serve(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.received.append(0)
-            threading.Thread(target=self.handle, args=(conn, len(self.received) - 1),
-                             daemon=True).start()
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d/notify" % self.port
 
     def recv(self, conn, i):
         data = conn.recv(65536)  # socket.timeout passes through
         self.received[i] += len(data)
         return data
 
-    def handle(self, conn, i):
+    def handle(self, conn):
+        with self.lock:
+            self.received.append(0)
+            i = len(self.received) - 1
         conn.settimeout(0.2)
         deadline = time.monotonic() + 60
         try:

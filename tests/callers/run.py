@@ -342,17 +342,17 @@ class Supervisor:
         self.thread.join(10)
 
 
-def scenario_getmail(w, tap):
+def getmail_idle(w):
+    """examples/getmailrc for our Dovecot; returns the command line that
+    runs getmail with it."""
     import harness as h
-    srv = w.start_server()
-    w.start_dovecot()
     gdir = w.path("getmaildir")
     os.makedirs(gdir, mode=0o700)
     pwcmd = w.path("bin", "password")
     with open(pwcmd, "w") as f:
         f.write("#!/bin/sh\necho '%s'\n" % h.PASSWORD)
     os.chmod(pwcmd, 0o700)
-    rc_path = w.example("getmailrc", [
+    w.example("getmailrc", [
         ("server = " + h.PH_HOST, "server = 127.0.0.1"),
         ("port = 993", "port = %d" % w.imaps_port),
         ("username = " + h.PH_USER, "username = " + h.USER),
@@ -362,8 +362,15 @@ def scenario_getmail(w, tap):
     ], dest=os.path.join(gdir, "deltachat-push"))
     # As the unit does: getmail --rcfile %i --idle INBOX (plus --getmaildir,
     # since HOME's ~/.config/getmail is the default we replace).
-    argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
+    return ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
             "--idle", "INBOX"]
+
+
+def scenario_getmail(w, tap):
+    import harness as h
+    srv = w.start_server()
+    w.start_dovecot()
+    argv = getmail_idle(w)
 
     # --- mail that is already there before the first start
     mid_seen = deliver_existing_mail(w)
@@ -601,20 +608,7 @@ def scenario_getmail_tls(w, tap):
             f.write("[deltachat-push]\ncacert=%s\n" % ca)
     trust(pki.ca)
     w.start_dovecot()
-    gdir = w.path("getmaildir")
-    os.makedirs(gdir, mode=0o700)
-    pwcmd = w.path("bin", "password")
-    with open(pwcmd, "w") as f:
-        f.write("#!/bin/sh\necho '%s'\n" % h.PASSWORD)
-    os.chmod(pwcmd, 0o700)
-    w.example("getmailrc", [
-        ("server = " + h.PH_HOST, "server = 127.0.0.1"),
-        ("port = 993", "port = %d" % w.imaps_port),
-        ("username = " + h.PH_USER, "username = " + h.USER),
-        (h.PH_CA, w.cert), (h.PH_PASSWORD_CMD, pwcmd), (h.PH_BIN, w.wrapper),
-    ], dest=os.path.join(gdir, "deltachat-push"))
-    sup = Supervisor(w, ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
-                         "--idle", "INBOX"]).start()
+    sup = Supervisor(w, getmail_idle(w)).start()
     try:
         time.sleep(2)  # getmail's first pass (an empty INBOX), then IDLE
         lat = []
