@@ -9,7 +9,15 @@
  * The contract with the proxy: POST the raw token, nothing else.  200 is
  * done, 410 means the token is dead, anything else is worth a retry.  We
  * never follow redirects (a redirect is "anything else") and read at most
- * RESPONSE_MAX bytes of an answer. */
+ * RESPONSE_MAX bytes of an answer.
+ *
+ * Trust: --cacert names the only CA file to trust.  Otherwise the system
+ * store is looked up in libcurl's default CA directory (Debian's
+ * /etc/ssl/certs, hashed by update-ca-certificates) when the TLS backend
+ * is OpenSSL: OpenSSL then reads only the one issuer certificate it needs,
+ * where the bundle (ca-certificates.crt) would cost parsing some 140
+ * certificates on every run, most of a push's CPU time.  Same store, same
+ * verification.  Other backends keep libcurl's default (the bundle). */
 #include "dcp-http.h"
 
 #include <arpa/inet.h>
@@ -42,6 +50,7 @@
   X (easy_getinfo, curl_easy_getinfo)                                                              \
   X (easy_cleanup, curl_easy_cleanup)                                                              \
   X (easy_strerror, curl_easy_strerror)                                                            \
+  X (version_info, curl_version_info)                                                              \
   X (slist_append, curl_slist_append)                                                              \
   X (slist_free_all, curl_slist_free_all)
 
@@ -76,6 +85,8 @@ struct _DcpHttp {
   struct curl_slist *headers;
   gsize received;
   gboolean headers_done; /* the final status line and headers are in */
+  gchar *trust;          /* what certificates are checked against, in words */
+  CURLcode last;         /* of the last attempt */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -194,6 +205,49 @@ on_body (char *data, size_t size, size_t nmemb, void *user)
   return http->received > RESPONSE_MAX ? 0 : size * nmemb;
 }
 
+/* A copy of libcurl's default CA directory, if the TLS backend looks
+ * certificates up in it lazily (OpenSSL and its forks); else NULL. */
+static gchar *
+lazy_ca_dir (DcpHttp *http)
+{
+  const curl_version_info_data *v = http->api.version_info (CURLVERSION_NOW);
+  const char *dir = NULL;
+
+  if (v == NULL || v->ssl_version == NULL
+      || !(g_str_has_prefix (v->ssl_version, "OpenSSL/")
+           || g_str_has_prefix (v->ssl_version, "LibreSSL/")))
+    return NULL;
+  if (http->api.easy_getinfo (http->curl, CURLINFO_CAPATH, &dir) != CURLE_OK || dir == NULL
+      || *dir == '\0')
+    return NULL;
+  return g_strdup (dir);
+}
+
+/* Load libcurl, initialise it (TLS only for https://), make the handle. */
+static gboolean
+curl_start (DcpHttp *http, const gchar *url, GError **error)
+{
+  CURLcode rc;
+
+  if (!load_curl (&http->api, error))
+    return FALSE;
+  rc = http->api.global_init (g_str_has_prefix (url, "https:") ? CURL_GLOBAL_DEFAULT
+                                                               : CURL_GLOBAL_NOTHING);
+  if (rc != CURLE_OK)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_global_init: %s",
+                   http->api.easy_strerror (rc));
+      return FALSE;
+    }
+  http->curl = http->api.easy_init ();
+  if (http->curl == NULL)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_easy_init failed");
+      return FALSE;
+    }
+  return TRUE;
+}
+
 #define SETOPT(opt, val)                                                                           \
   G_STMT_START                                                                                     \
   {                                                                                                \
@@ -202,33 +256,43 @@ on_body (char *data, size_t size, size_t nmemb, void *user)
       {                                                                                            \
         g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl option %s: %s", #opt,           \
                      http->api.easy_strerror (_rc));                                               \
-        return NULL;                                                                               \
+        return FALSE;                                                                              \
       }                                                                                            \
   }                                                                                                \
   G_STMT_END
 
-DcpHttp *
-dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
+/* What to trust: cacert alone, or the system store, lazily if we can. */
+static gboolean
+set_trust (DcpHttp *http, const gchar *cacert, GError **error)
 {
-  g_autoptr (DcpHttp) http = g_new0 (DcpHttp, 1);
-  CURLcode rc;
+  g_autofree gchar *dir = cacert == NULL ? lazy_ca_dir (http) : NULL;
+  const char *bundle = NULL;
 
-  if (!load_curl (&http->api, error))
-    return NULL;
-  rc = http->api.global_init (g_str_has_prefix (url, "https:") ? CURL_GLOBAL_DEFAULT
-                                                               : CURL_GLOBAL_NOTHING);
-  if (rc != CURLE_OK)
+  if (cacert != NULL)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_global_init: %s",
-                   http->api.easy_strerror (rc));
-      return NULL;
+      http->trust = g_strdup_printf ("the CA file %s (--cacert)", cacert);
+      SETOPT (CURLOPT_CAINFO, cacert);
+      SETOPT (CURLOPT_CAPATH, (char *) NULL);
     }
-  http->curl = http->api.easy_init ();
-  if (http->curl == NULL)
+  else if (dir != NULL)
     {
-      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_easy_init failed");
-      return NULL;
+      http->trust = g_strdup_printf ("the system store, looked up in the hashed directory %s", dir);
+      SETOPT (CURLOPT_CAPATH, dir);
+      SETOPT (CURLOPT_CAINFO, (char *) NULL);
     }
+  else
+    {
+      (void) http->api.easy_getinfo (http->curl, CURLINFO_CAINFO, &bundle);
+      http->trust = g_strdup_printf ("the system store, read from the bundle %s",
+                                     bundle ? bundle : "(libcurl's default)");
+    }
+  return TRUE;
+}
+
+/* The options of every request: see the top of the file. */
+static gboolean
+set_options (DcpHttp *http, const gchar *url, const gchar *user_agent, GError **error)
+{
   /* no "Expect: 100-continue" (curl adds it for bodies over 1 KiB: a
    * second's wait for nothing); the body is opaque bytes */
   http->headers = http->api.slist_append (NULL, "Expect:");
@@ -236,7 +300,7 @@ dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
   if (http->headers == NULL)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "curl_slist_append failed");
-      return NULL;
+      return FALSE;
     }
 
   SETOPT (CURLOPT_ERRORBUFFER, http->errbuf);
@@ -255,6 +319,17 @@ dcp_http_new (const gchar *url, const gchar *user_agent, GError **error)
   SETOPT (CURLOPT_WRITEDATA, http);
   SETOPT (CURLOPT_TCP_NODELAY, 1L);
   SETOPT (CURLOPT_NETRC, (long) CURL_NETRC_IGNORED);
+  return TRUE;
+}
+
+DcpHttp *
+dcp_http_new (const gchar *url, const gchar *user_agent, const gchar *cacert, GError **error)
+{
+  g_autoptr (DcpHttp) http = g_new0 (DcpHttp, 1);
+
+  if (!curl_start (http, url, error) || !set_trust (http, cacert, error)
+      || !set_options (http, url, user_agent, error))
+    return NULL;
   return g_steal_pointer (&http);
 }
 
@@ -269,7 +344,23 @@ dcp_http_free (DcpHttp *http)
     http->api.easy_cleanup (http->curl);
   if (http->headers != NULL)
     http->api.slist_free_all (http->headers);
+  g_free (http->trust);
   g_free (http);
+}
+
+/* For --version: the libcurl and TLS library a push would use, and what
+ * it checks certificates against. */
+gchar *
+dcp_http_describe (const gchar *cacert, GError **error)
+{
+  g_autoptr (DcpHttp) http = dcp_http_new ("https://localhost/", "", cacert, error);
+  const curl_version_info_data *v;
+
+  if (http == NULL)
+    return NULL;
+  v = http->api.version_info (CURLVERSION_NOW);
+  return g_strdup_printf ("libcurl/%s %s; certificates checked against %s", v->version,
+                          v->ssl_version ? v->ssl_version : "(no TLS)", http->trust);
 }
 
 /* One attempt.  Returns the outcome; for FAILED, error says why. */
@@ -283,6 +374,7 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
   http->received = 0;
   http->headers_done = FALSE;
   http->errbuf[0] = '\0';
+  http->last = CURLE_OK;
   if ((rc = http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDS, token)) != CURLE_OK
       || (rc = http->api.easy_setopt (http->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (token)))
              != CURLE_OK
@@ -295,7 +387,7 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
       return DCP_HTTP_FAILED;
     }
 
-  rc = http->api.easy_perform (http->curl);
+  rc = http->last = http->api.easy_perform (http->curl);
   http->api.easy_getinfo (http->curl, CURLINFO_RESPONSE_CODE, &code);
   *status = code;
   /* once the headers are in, the answer is known, whatever the body does */
@@ -314,6 +406,15 @@ post_once (DcpHttp *http, const gchar *token, gint64 budget_us, glong *status, G
     }
   g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "HTTP %ld", code);
   return DCP_HTTP_FAILED;
+}
+
+/* A certificate that failed verification will fail it again a second
+ * later: the run gives up at once (and exits 75; the caller retries). */
+static gboolean
+worth_retrying (CURLcode rc)
+{
+  return rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE
+         && rc != CURLE_SSL_CERTPROBLEM;
 }
 
 DcpHttpOutcome
@@ -340,7 +441,8 @@ dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline, guint max_a
           return out;
         }
       left = deadline - g_get_monotonic_time ();
-      if ((max_attempts > 0 && attempt >= max_attempts) || left < backoff + ATTEMPT_MIN_US)
+      if ((max_attempts > 0 && attempt >= max_attempts) || left < backoff + ATTEMPT_MIN_US
+          || !worth_retrying (http->last))
         {
           g_propagate_error (error, g_steal_pointer (&local));
           return DCP_HTTP_FAILED;

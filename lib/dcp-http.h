@@ -17,7 +17,9 @@ typedef enum {
 } DcpHttpOutcome;
 
 gboolean dcp_url_check (const gchar *url, GError **error);
-DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, GError **error);
+DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, const gchar *cacert,
+                       GError **error);
+gchar *dcp_http_describe (const gchar *cacert, GError **error);
 DcpHttpOutcome dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline,
                                 guint max_attempts, glong *status, GError **error);
 void dcp_http_free (DcpHttp *http);

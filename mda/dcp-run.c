@@ -60,7 +60,7 @@ get_http (Run *r, GError **error)
 {
   if (r->http == NULL && !r->http_failed)
     {
-      r->http = dcp_http_new (r->s->url, USER_AGENT, error);
+      r->http = dcp_http_new (r->s->url, USER_AGENT, r->s->cacert, error);
       r->http_failed = r->http == NULL;
       return r->http;
     }
@@ -161,8 +161,10 @@ spawn_trailing (Run *r, const gchar *token, const DcpSlot *slot, GError **error)
   g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
   g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
   g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
-  gchar *argv[]
-      = { (gchar *) PACKAGE_NAME, (gchar *) "--trailing-child", due, url, timeout, window, NULL };
+  g_autofree gchar *cacert = r->s->cacert ? g_strdup_printf ("--cacert=%s", r->s->cacert) : NULL;
+  gchar *argv[] = {
+    (gchar *) PACKAGE_NAME, (gchar *) "--trailing-child", due, url, timeout, window, cacert, NULL
+  };
   const gchar *path = exe != NULL ? exe : "/proc/self/exe";
   int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
   int devnull, child_errno = 0, wstatus;

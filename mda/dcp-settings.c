@@ -11,8 +11,10 @@
 #include "dcp-settings.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dcp-error.h"
 #include "dcp-http.h"
@@ -43,6 +45,7 @@ dcp_settings_free (DcpSettings *s)
   g_ptr_array_unref (s->tokens);
   g_ptr_array_unref (s->warnings);
   g_free (s->url);
+  g_free (s->cacert);
   g_strfreev (s->self);
   g_free (s->cache_root);
   g_free (s->dovecot_metadata);
@@ -120,6 +123,29 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
   return TRUE;
 }
 
+/* A --cacert FILE must be there and readable now: a run that finds out
+ * only when it pushes would count a typo as a failed push. */
+static gboolean
+check_cacert (const gchar *file, gchar **out, GError **error)
+{
+  g_autofree gchar *path = expand_home (file);
+  struct stat st;
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+  if (fd < 0 || fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
+    {
+      int saved = fd < 0 ? errno : EINVAL;
+      if (fd >= 0)
+        close (fd);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "--cacert %s: %s", path,
+                   saved == EINVAL ? "not a regular file" : g_strerror (saved));
+      return FALSE;
+    }
+  close (fd);
+  *out = g_steal_pointer (&path);
+  return TRUE;
+}
+
 static gboolean
 parse_seconds (const gchar *what, const gchar *text, gint64 *out, GError **error)
 {
@@ -161,6 +187,7 @@ typedef struct {
   gchar **token_files;
   gchar *config;
   gchar *url;
+  gchar *cacert;
   gchar *window;
   gchar **self;
   gchar *max_age;
@@ -186,6 +213,7 @@ cli_clear (Cli *c)
   g_strfreev (c->token_files);
   g_free (c->config);
   g_free (c->url);
+  g_free (c->cacert);
   g_free (c->window);
   g_strfreev (c->self);
   g_free (c->max_age);
@@ -223,7 +251,7 @@ dovecot_metadata (DcpSettings *s, Cli *c)
 static const gchar *const config_keys[] = {
   "tokens",  "token-file",       "url",     "window",      "self",
   "max-age", "chat-only",        "timeout", "best-effort", "no-trailing",
-  "verbose", "dovecot-metadata", NULL,
+  "verbose", "dovecot-metadata", "cacert",  NULL,
 };
 
 static gboolean
@@ -342,6 +370,7 @@ read_config (Cli *c, gchar ***config_tokens, GError **error)
         return FALSE;
     }
   return config_string (kf, path, "url", &c->url, error)
+         && config_string (kf, path, "cacert", &c->cacert, error)
          && config_seconds (kf, path, "window", &c->window, error)
          && config_list (kf, path, "self", &c->self, error)
          && config_seconds (kf, path, "max-age", &c->max_age, error)
@@ -363,6 +392,8 @@ make_context (Cli *c)
       "Read settings from FILE (default: $XDG_CONFIG_HOME/deltachat-push/config)", "FILE" },
     { "url", 'u', 0, G_OPTION_ARG_FILENAME, &c->url,
       "Notification proxy URL (default: " DCP_DEFAULT_URL ")", "URL" },
+    { "cacert", 0, 0, G_OPTION_ARG_FILENAME, &c->cacert,
+      "Trust only the CA certificates in FILE (default: the system's)", "FILE" },
     { "window", 'w', 0, G_OPTION_ARG_FILENAME, &c->window,
       "Per-token coalescing window, 0 turns rate limiting off (default: 10)", "SECONDS" },
     { "self", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->self,
@@ -477,7 +508,8 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
       return FALSE;
 
   s->url = g_strdup (c.url ? c.url : DCP_DEFAULT_URL);
-  if (!dcp_url_check (s->url, error))
+  if (!dcp_url_check (s->url, error)
+      || (c.cacert != NULL && !check_cacert (c.cacert, &s->cacert, error)))
     return FALSE;
   if ((c.window && !parse_seconds ("--window", c.window, &s->window, error))
       || (c.max_age && !parse_seconds ("--max-age", c.max_age, &s->max_age, error))

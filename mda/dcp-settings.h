@@ -22,6 +22,7 @@ typedef struct {
   DcpMode mode;
   GPtrArray *tokens; /* validated, unique, in order */
   gchar *url;
+  gchar *cacert;  /* NULL: the system's CA store */
   gint64 window;  /* seconds */
   gchar **self;   /* lower-case addresses */
   gint64 max_age; /* seconds */

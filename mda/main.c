@@ -17,6 +17,7 @@
 
 #include <gmime/gmime.h>
 
+#include "dcp-http.h"
 #include "dcp-log.h"
 #include "dcp-run.h"
 #include "dcp-settings.h"
@@ -100,7 +101,8 @@ main (int argc, char **argv)
     }
   if (settings->mode == DCP_MODE_VERSION)
     {
-      puts (PACKAGE_NAME " " PACKAGE_VERSION);
+      g_autofree gchar *tls = dcp_http_describe (NULL, &error);
+      printf (PACKAGE_NAME " " PACKAGE_VERSION "\n%s\n", tls ? tls : error->message);
       return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
     }
 

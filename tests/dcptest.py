@@ -121,6 +121,19 @@ class TestCase(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(r.stderr, "", r)
 
+    def assertExactRequest(self, req, port, token=TOKEN):
+        """The exact bytes of a push: POST /notify, these headers, the token."""
+        head, _, body = req.raw.partition(b"\r\n\r\n")
+        self.assertEqual(body, token.encode())
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"POST /notify HTTP/1.1")
+        self.assertEqual(sorted(lines[1:]), sorted([
+            b"Host: 127.0.0.1:%d" % port,
+            b"User-Agent: deltachat-push/1.0.0",
+            b"Accept: */*",
+            b"Content-Type: application/octet-stream",
+            b"Content-Length: %d" % len(token)]))
+
     def assertTempfail(self, r):
         """Exit 75 with exactly one line on stderr that says why."""
         self.assertEqual(r.returncode, 75, r)

@@ -16,6 +16,10 @@ simulate faults:
   redirect  answer 302 to another path
   NNN       answer status NNN with a short body
 
+Server(tls=SSL_CONTEXT) speaks HTTPS instead (tests/tlstest.py makes the
+context): each request then records the TLS version and the SNI name the
+client sent, and failed handshakes are counted.
+
 Used as a module (Server) or as a program:
   httpd.py [--host H] [--port P] [--port-file F] [--log F] [--status S[,S...]]
            [--default S] [--status-file F] [--once]
@@ -43,6 +47,8 @@ class Request:
     def __init__(self, raw, t):
         self.raw = raw
         self.time = t
+        self.tls = None  # "TLSv1.3"... over HTTPS
+        self.sni = None
         head, _, self.body = raw.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         parts = lines[0].decode("latin-1").split(" ")
@@ -86,7 +92,7 @@ def read_request(conn, limit=1 << 20):
 
 class Server:
     def __init__(self, host="127.0.0.1", port=0, statuses=(), default="200",
-                 status_file=None, log=None):
+                 status_file=None, log=None, tls=None, url_host=None):
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,11 +110,18 @@ class Server:
         self.cond = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.thread = None
+        self.tls = tls
+        self.url_host = url_host
+        self.handshake_failures = []  # the server side's words, in order
+        self.connections = 0
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: setattr(sock, "dcp_sni", name)
 
     @property
     def url(self):
         h = "[%s]" % self.host if ":" in self.host else self.host
-        return "http://%s:%d/notify" % (h, self.port)
+        return "%s://%s:%d/notify" % ("https" if self.tls else "http",
+                                      self.url_host or h, self.port)
 
     def set_statuses(self, statuses, default=None):
         with self.lock:
@@ -171,11 +184,15 @@ class Server:
                 continue
             except OSError:
                 break
+            with self.lock:
+                self.connections += 1
             threading.Thread(target=self.handle, args=(conn,),
                              daemon=True).start()
 
-    def record(self, raw):
+    def record(self, raw, conn):
         req = Request(raw, time.time())
+        if self.tls is not None:
+            req.tls, req.sni = conn.version(), getattr(conn, "dcp_sni", None)
         with self.cond:
             self.requests.append(req)
             self.cond.notify_all()
@@ -187,11 +204,18 @@ class Server:
     def handle(self, conn):
         conn.settimeout(30)
         try:
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError as e:  # ssl.SSLError is one
+                    with self.lock:
+                        self.handshake_failures.append(str(e))
+                    raise
             while not self.stopping.is_set():
                 raw = read_request(conn)
                 if raw is None:
                     return
-                self.record(raw)
+                self.record(raw, conn)
                 if not self.answer(conn, self.next_status()):
                     return
         except OSError:

@@ -19,16 +19,7 @@ class Notify(dcptest.TestCase):
         self.assertEqual(r.stdout, "")
         self.assertEqual(srv.wait_for(1, 5), 1)
         req = srv.requests[0]
-        head, _, body = req.raw.partition(b"\r\n\r\n")
-        self.assertEqual(body, TOKEN.encode())
-        lines = head.split(b"\r\n")
-        self.assertEqual(lines[0], b"POST /notify HTTP/1.1")
-        self.assertEqual(sorted(lines[1:]), sorted([
-            b"Host: 127.0.0.1:%d" % srv.port,
-            b"User-Agent: deltachat-push/1.0.0",
-            b"Accept: */*",
-            b"Content-Type: application/octet-stream",
-            b"Content-Length: %d" % len(TOKEN)]))
+        self.assertExactRequest(req, srv.port)
 
     def test_encrypted_token_over_1k_has_no_expect(self):
         token = "openpgp:" + "QUJD" * 300 + "+/=="

@@ -34,7 +34,7 @@ import harness
 from harness import wait_until
 
 SCENARIOS = ("getmail", "fetchmail", "procmail", "maildrop", "sieve",
-             "systemd")
+             "systemd", "getmail-tls")
 TOOLS = {
     "getmail": ["getmail", "/usr/sbin/dovecot", "/usr/lib/dovecot/dovecot-lda",
                 "openssl", "/usr/bin/time"],
@@ -46,10 +46,12 @@ TOOLS = {
               "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so",
               "openssl", "/usr/bin/time"],
     "systemd": ["systemd-analyze", "getmail"],
+    "getmail-tls": ["getmail", "/usr/sbin/dovecot", "/usr/lib/dovecot/dovecot-lda",
+                    "openssl"],
 }
 # Whole-scenario time limits (seconds); meson's own timeout is larger.
 LIMITS = {"getmail": 270, "fetchmail": 90, "procmail": 60, "maildrop": 60,
-          "sieve": 60, "systemd": 60}
+          "sieve": 60, "systemd": 60, "getmail-tls": 120}
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,8 +81,9 @@ def outer(scenario, binary):
         for name in (n for n in os.listdir(HERE) if n.endswith(".py")):
             shutil.copy(os.path.join(HERE, name),
                         os.path.join(tmp, "harness", name))
-        httpd = os.path.join(os.path.dirname(HERE), "httpd.py")
-        shutil.copy(httpd, os.path.join(tmp, "harness", "httpd.py"))
+        for name in ("httpd.py", "tlstest.py"):
+            shutil.copy(os.path.join(os.path.dirname(HERE), name),
+                        os.path.join(tmp, "harness", name))
         ex = find_examples()
         for name in os.listdir(ex):
             shutil.copy(os.path.join(ex, name),
@@ -179,7 +182,7 @@ def inner(scenario, binary, tmp, own_tmp=False):
             return tap.finish()
         world = harness.World(tmp, binary, procs, tap)
         holder.append(world)
-        globals()["scenario_" + scenario](world, tap)
+        globals()["scenario_" + scenario.replace("-", "_")](world, tap)
     except Exception:
         import traceback
         tap.ok(False, "scenario %s raised an exception" % scenario,
@@ -335,17 +338,17 @@ class Supervisor:
         self.thread.join(10)
 
 
-def scenario_getmail(w, tap):
+def getmail_idle(w):
+    """examples/getmailrc for our Dovecot; returns the command line that
+    runs getmail with it."""
     import harness as h
-    srv = w.start_server()
-    w.start_dovecot()
     gdir = w.path("getmaildir")
     os.makedirs(gdir, mode=0o700)
     pwcmd = w.path("bin", "password")
     with open(pwcmd, "w") as f:
         f.write("#!/bin/sh\necho '%s'\n" % h.PASSWORD)
     os.chmod(pwcmd, 0o700)
-    rc_path = w.example("getmailrc", [
+    w.example("getmailrc", [
         ("server = " + h.PH_HOST, "server = 127.0.0.1"),
         ("port = 993", "port = %d" % w.imaps_port),
         ("username = " + h.PH_USER, "username = " + h.USER),
@@ -355,8 +358,15 @@ def scenario_getmail(w, tap):
     ], dest=os.path.join(gdir, "deltachat-push"))
     # As the unit does: getmail --rcfile %i --idle INBOX (plus --getmaildir,
     # since HOME's ~/.config/getmail is the default we replace).
-    argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
+    return ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
             "--idle", "INBOX"]
+
+
+def scenario_getmail(w, tap):
+    import harness as h
+    srv = w.start_server()
+    w.start_dovecot()
+    argv = getmail_idle(w)
 
     # --- mail that is already there before the first start
     mid_seen = deliver_existing_mail(w)
@@ -573,6 +583,65 @@ def scenario_getmail(w, tap):
                "seen: %r" % seen)
         restarts = [e for e in sup.exits()]
         tap.info("getmail exits over the whole run: %r" % restarts)
+    finally:
+        sup.stop()
+
+
+def scenario_getmail_tls(w, tap):
+    """getmail --idle, the push over HTTPS: tests/httpd.py over TLS with a
+    certificate from a test CA made here, trusted by deltachat-push through
+    cacert= in its config file.  An untrusted certificate is a delivery
+    error getmail retries, with nothing sent until the trust is fixed."""
+    import harness as h
+    import tlstest
+    pki = tlstest.Pki(w.path("pki"))
+    srv = w.server = h.Server(tls=tlstest.context(pki.good, pki.key)).start()
+    w.set_url(srv.url)
+    config = os.path.join(w.home, ".config", "deltachat-push", "config")
+
+    def trust(ca):
+        with open(config, "w") as f:
+            f.write("[deltachat-push]\ncacert=%s\n" % ca)
+    trust(pki.ca)
+    w.start_dovecot()
+    sup = Supervisor(w, getmail_idle(w)).start()
+    try:
+        time.sleep(2)  # getmail's first pass (an empty INBOX), then IDLE
+        lat = []
+        for i in range(5):
+            base = len(srv.requests)
+            t0, r = w.deliver(h.message("tls %d" % i)[1])
+            if srv.wait_for(base + 1, 15) > base:
+                lat.append(srv.requests[base].time - t0)
+            time.sleep(1)
+        tap.ok(len(lat) == 5 and len(srv.requests) == 5,
+               "getmail over HTTPS: 5 messages, 5 pushes", "pushes: %d" % len(srv.requests))
+        tap.ok(all(q.body == h.TOKEN.encode() and q.tls in ("TLSv1.2", "TLSv1.3")
+                   for q in srv.requests), "each push is the token, over TLS",
+               "requests: %r" % [(q.tls, q.body) for q in srv.requests])
+        tap.ok([x[2] for x in w.runs()] == [0] * 5 and sup.exits() == [],
+               "every run exits 0, getmail keeps idling",
+               "runs: %r, getmail exits: %r" % (w.runs(), sup.exits()))
+        if lat:
+            tap.info("getmail over HTTPS: delivery to push median %.0f ms, max %.0f ms"
+                     % (statistics.median(lat) * 1000, max(lat) * 1000))
+
+        # the proxy's certificate is not trusted (another CA's file)
+        trust(pki.other_ca)
+        base, runs_before = len(srv.requests), len(w.runs())
+        w.deliver(h.message("untrusted")[1])
+        failed = wait_until(lambda: any(x[2] == 75 for x in w.runs()[runs_before:]), 20)
+        tap.ok(failed and len(srv.requests) == base,
+               "an untrusted certificate: the run exits 75, nothing is sent",
+               "runs: %r, requests since: %d" % (w.runs()[runs_before:],
+                                                 len(srv.requests) - base))
+        trust(pki.ca)
+        n = srv.wait_for(base + 1, 30)
+        time.sleep(1.5)
+        tap.ok(n == base + 1 and len(srv.requests) == base + 1,
+               "trust fixed: getmail delivers the message again, pushed once",
+               "requests since: %d, runs: %r" % (len(srv.requests) - base,
+                                                 w.runs()[runs_before:]))
     finally:
         sup.stop()
 
