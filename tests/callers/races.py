@@ -72,17 +72,9 @@ class ImapProxy:
         self.hold = None
         self.held = False           # the IDLE passed on was held
         self.same_packet = []       # per held IDLE: EXISTS came with "+"
+        self.keepalives = []        # when Dovecot's "* OK Still here" came
         self.socks = []
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                raw, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.connect, args=(raw,),
-                             daemon=True).start()
+        serve(self.lsock, self.connect)
 
     def connect(self, raw):
         try:
@@ -105,13 +97,7 @@ class ImapProxy:
 
     def from_client(self, down, up):
         buf = b""
-        while True:
-            try:
-                chunk = down.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
+        for chunk in chunks(down):
             buf += chunk
             while b"\r\n" in buf:
                 line, buf = buf.split(b"\r\n", 1)
@@ -136,14 +122,10 @@ class ImapProxy:
             pass
 
     def from_server(self, up, down):
-        while True:
-            try:
-                chunk = up.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
+        for chunk in chunks(up):
             with self.cond:
+                if b"* OK Still here" in chunk:
+                    self.keepalives.append(time.time())
                 if self.idle_sent and re.search(rb"(^|\n)\+ ", chunk):
                     self.idle_sent = False
                     self.idling = True
@@ -164,6 +146,30 @@ class ImapProxy:
         self.lsock.close()
         for s in self.socks:
             shut(s)
+
+
+def serve(lsock, handle):
+    """Accept on lsock until it is closed, each connection in a thread."""
+    def loop():
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def chunks(sock):
+    """What sock receives, read by read, until EOF or an error."""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        yield chunk
 
 
 def shut(s):
@@ -213,24 +219,19 @@ class DuringRun:
             f.write(MDA % {"arm": self.arm_file, "sock": self.sock_path,
                            "next": w.wrapper})
         os.chmod(self.mda, 0o755)
-        threading.Thread(target=self.serve, daemon=True).start()
+        serve(self.lsock, self.handle)
 
-    def serve(self):
-        while True:
+    def handle(self, c):
+        with c:
+            c.settimeout(30)
             try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(30)
-                try:
-                    c.recv(16)
-                    _, m = h.message("race A: arrives during the run")
-                    self.w.deliver(m)
+                c.recv(16)
+                _, m = h.message("race A: arrives during the run")
+                if self.w.deliver(m)[1].rc == 0:
                     self.delivered.append(time.time())
-                    c.sendall(b"done\n")
-                except OSError:
-                    pass
+                c.sendall(b"done\n")
+            except OSError:
+                pass
 
     def arm(self):
         open(self.arm_file, "w").close()
@@ -259,8 +260,8 @@ def trigger_b(ctx):
 
     def hold():
         _, m = h.message("race B: arrives after SELECT, before IDLE")
-        ctx.w.deliver(m)
-        done.append(time.time())
+        if ctx.w.deliver(m)[1].rc == 0:
+            done.append(time.time())
     ctx.proxy.hold = hold
     _, m = h.message("race B: trigger")
     ctx.w.deliver(m)
@@ -307,22 +308,36 @@ def stock_rounds(ctx):
                    % (ctx.name, i + 1), h.tail(ctx.w.path("getmail.log")))
             return
         if delay is not None:
+            push = srv.requests[base + 1].time
+            woke = [k for k in ctx.proxy.keepalives if push - 2 < k < push]
             tap.info("stock getmail, race %s round %d: pushed %.2f s after "
-                     "delivery" % (ctx.name, i + 1, delay))
+                     "delivery%s" % (ctx.name, i + 1, delay, woke and
+                                     ", right after Dovecot's keepalive"
+                                     or ""))
             continue
-        ctx.proxy.wait_idling(5)
-        tn = time.time()
-        _, m = h.message("nudge")
-        ctx.w.deliver(m)
-        n = srv.wait_for(base + 3, 15)
+        n, took = nudge(ctx, base)
         tap.info("stock getmail, race %s round %d: not pushed within %.0f s "
                  "(getmail idles); released by the next delivery, %.2f s "
-                 "after it" % (ctx.name, i + 1, STOCK_WAIT,
-                               srv.requests[-1].time - tn if n >= base + 3
-                               else -1))
-        tap.ok(n == base + 3, "stock getmail, race %s round %d: the next "
-               "delivery releases the waiting message" % (ctx.name, i + 1),
-               "pushes in the round: %d of 3" % (n - base))
+                 "after it" % (ctx.name, i + 1, STOCK_WAIT, took))
+        tap.ok(n > 0, "stock getmail, race %s round %d: the next delivery "
+               "releases the waiting message" % (ctx.name, i + 1),
+               "pushes in the round: %d" % (len(srv.requests) - base))
+
+
+def nudge(ctx, base):
+    """Deliver one more message so that stock getmail looks again; a
+    nudge can itself fall into race B, so up to 3.  Returns (nudges
+    needed or 0 if every message was not pushed even then, seconds from
+    the last nudge to its push)."""
+    srv = ctx.srv
+    for k in range(1, 4):
+        ctx.proxy.wait_idling(5)
+        tn = time.time()
+        _, m = h.message("nudge %d" % k)
+        ctx.w.deliver(m)
+        if srv.wait_for(base + 2 + k, 15) >= base + 2 + k:
+            return k, srv.requests[-1].time - tn
+    return 0, -1
 
 
 def patched_rounds(ctx):
