@@ -382,30 +382,10 @@ def apply_script(w, *args):
                        + list(args), env=w.env(), timeout=60)
 
 
-def start_getmail(w, pythonpath):
-    gdir = w.path("getmaildir")
-    argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
-            "--idle", "INBOX"]
+def start_getmail(w, argv, pythonpath):
     return w.procs.start(argv, log=w.path("getmail.log"), cwd=w.home,
                          env=w.env(PYTHONUNBUFFERED="1",
                                    PYTHONPATH=pythonpath))
-
-
-def write_getmailrc(w, port, mda):
-    gdir = w.path("getmaildir")
-    os.makedirs(gdir, mode=0o700, exist_ok=True)
-    pwcmd = w.path("bin", "password")
-    with open(pwcmd, "w") as f:
-        f.write("#!/bin/sh\necho '%s'\n" % h.PASSWORD)
-    os.chmod(pwcmd, 0o700)
-    w.example("getmailrc", [
-        ("server = " + h.PH_HOST, "server = 127.0.0.1"),
-        ("port = 993", "port = %d" % port),
-        ("username = " + h.PH_USER, "username = " + h.USER),
-        (h.PH_CA, w.cert),
-        (h.PH_PASSWORD_CMD, pwcmd),
-        (h.PH_BIN, mda),
-    ], dest=os.path.join(gdir, "deltachat-push"))
 
 
 def pyc_in(d):
@@ -434,13 +414,13 @@ def race(w, tap, name, trigger):
     during = DuringRun(w)
     ctx = Ctx(w, tap, srv, proxy, during, trigger, name)
     try:
-        write_getmailrc(w, proxy.port, during.mda)
+        argv = run.getmail_idle(w, proxy.port, during.mda)
         pp = unit_pythonpath(w)
         r = apply_script(w, "--check")
         tap.ok(r.rc == 1 and b"no copy" in r.err, "before the apply "
                "script, --check says there is no patched copy", repr(r))
         # The unit's PYTHONPATH is set, the copy is not there yet.
-        phase(ctx, pp, stock_rounds, "stock")
+        phase(ctx, argv, pp, stock_rounds, "stock")
         r = apply_script(w)
         tap.ok(r.rc == 0 and not r.err and b"patched copy of getmail" in
                r.out, "getmail6-idle-race-apply makes the patched copy",
@@ -450,7 +430,7 @@ def race(w, tap, name, trigger):
         tap.ok(r.rc == 0 and where.encode() in r.out, "--check finds it "
                "where the unit's PYTHONPATH points", repr(r))
         tap.info(r.out.decode().strip())
-        phase(ctx, pp, patched_rounds, "patched")
+        phase(ctx, argv, pp, patched_rounds, "patched")
         tap.ok(pyc_in(pp), "getmail imported _retrieverbases from the copy",
                "nothing compiled under %s" % pp)
         if trigger is trigger_b:
@@ -462,8 +442,8 @@ def race(w, tap, name, trigger):
         during.stop()
 
 
-def phase(ctx, pythonpath, rounds, what):
-    g = start_getmail(ctx.w, pythonpath)
+def phase(ctx, argv, pythonpath, rounds, what):
+    g = start_getmail(ctx.w, argv, pythonpath)
     try:
         rounds(ctx)
         # Stop it only once it idles: killed during a pass, it would hand

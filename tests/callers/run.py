@@ -338,9 +338,10 @@ class Supervisor:
         self.thread.join(10)
 
 
-def getmail_idle(w):
-    """examples/getmailrc for our Dovecot; returns the command line that
-    runs getmail with it."""
+def getmail_idle(w, port=None, mda=None):
+    """examples/getmailrc for our Dovecot (or whatever listens on port),
+    delivering to mda (default: our wrapper); returns the command line
+    that runs getmail with it."""
     import harness as h
     gdir = w.path("getmaildir")
     os.makedirs(gdir, mode=0o700)
@@ -350,11 +351,11 @@ def getmail_idle(w):
     os.chmod(pwcmd, 0o700)
     w.example("getmailrc", [
         ("server = " + h.PH_HOST, "server = 127.0.0.1"),
-        ("port = 993", "port = %d" % w.imaps_port),
+        ("port = 993", "port = %d" % (port or w.imaps_port)),
         ("username = " + h.PH_USER, "username = " + h.USER),
         (h.PH_CA, w.cert),
         (h.PH_PASSWORD_CMD, pwcmd),
-        (h.PH_BIN, w.wrapper),
+        (h.PH_BIN, mda or w.wrapper),
     ], dest=os.path.join(gdir, "deltachat-push"))
     # As the unit does: getmail --rcfile %i --idle INBOX (plus --getmaildir,
     # since HOME's ~/.config/getmail is the default we replace).
