@@ -335,17 +335,16 @@ class Supervisor:
         self.thread.join(10)
 
 
-def scenario_getmail(w, tap):
+def setup_getmail(w):
+    """The example getmailrc for this world; returns getmail's argv."""
     import harness as h
-    srv = w.start_server()
-    w.start_dovecot()
     gdir = w.path("getmaildir")
     os.makedirs(gdir, mode=0o700)
     pwcmd = w.path("bin", "password")
     with open(pwcmd, "w") as f:
         f.write("#!/bin/sh\necho '%s'\n" % h.PASSWORD)
     os.chmod(pwcmd, 0o700)
-    rc_path = w.example("getmailrc", [
+    w.example("getmailrc", [
         ("server = " + h.PH_HOST, "server = 127.0.0.1"),
         ("port = 993", "port = %d" % w.imaps_port),
         ("username = " + h.PH_USER, "username = " + h.USER),
@@ -355,8 +354,15 @@ def scenario_getmail(w, tap):
     ], dest=os.path.join(gdir, "deltachat-push"))
     # As the unit does: getmail --rcfile %i --idle INBOX (plus --getmaildir,
     # since HOME's ~/.config/getmail is the default we replace).
-    argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
+    return ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
             "--idle", "INBOX"]
+
+
+def scenario_getmail(w, tap):
+    import harness as h
+    srv = w.start_server()
+    w.start_dovecot()
+    argv = setup_getmail(w)
 
     # --- mail that is already there before the first start
     mid_seen = deliver_existing_mail(w)
