@@ -106,8 +106,10 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
 {
   g_auto (GStrv) parts = g_strsplit (text, ",", -1);
   guint n = g_strv_length (parts);
+  DcpSchedule parsed;
 
   dcp_schedule_init (s);
+  dcp_schedule_init (&parsed);
   if (n == 0 || n > DCP_SCHEDULE_MAX)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
@@ -118,16 +120,17 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
     {
       guint64 v;
       if (!g_ascii_string_to_unsigned (parts[i], 10, 1, DCP_SCHEDULE_GIVE_UP, &v, NULL)
-          || (i > 0 && (gint64) v <= s->step[i - 1]))
+          || (i > 0 && (gint64) v <= parsed.step[i - 1]))
         {
           g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
                        "a retry schedule is increasing seconds, 1 to %d, not \"%s\"",
                        DCP_SCHEDULE_GIVE_UP, text);
           return FALSE;
         }
-      s->step[i] = (gint64) v;
+      parsed.step[i] = (gint64) v;
     }
-  s->n = n;
+  parsed.n = n;
+  *s = parsed;
   return TRUE;
 }
 
