@@ -367,20 +367,18 @@ claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gb
   return write_pending (state, token, f.last, window, slot, error);
 }
 
-gboolean
+void
 dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-                DcpSlot *slot, GError **error)
+                DcpSlot *slot)
 {
   DcpTokenFacts f;
 
-  g_return_val_if_fail (state != NULL && token != NULL && slot != NULL, FALSE);
-  (void) error;
+  g_return_if_fail (state != NULL && token != NULL && slot != NULL);
   read_facts (state, token, window, &f);
   slot_init (slot, dcp_plan_token (&f, now, window, trailing));
   slot->previous = f.last;
   if (slot->kind == DCP_SLOT_TRAILING)
     slot->due = f.last + window;
-  return TRUE;
 }
 
 gboolean
@@ -600,8 +598,8 @@ dcp_token_status_clear (DcpTokenStatus *status)
   g_clear_pointer (&status->result, g_free);
 }
 
-gboolean
-dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status, GError **error)
+void
+dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status)
 {
   g_autofree gchar *rname = token_file (token, ".result");
   g_autofree gchar *pname = token_file (token, ".pending");
@@ -610,7 +608,6 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
   gchar buf[512] = { 0 };
   int fd;
 
-  (void) error;
   status->last = get_last (state, token);
   status->result_time = stat_mtime (state, rname);
   status->result = NULL;
@@ -636,7 +633,6 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
       (void) dcp_state_owed_read (fd, &status->owed_mark, NULL);
       close (fd);
     }
-  return TRUE;
 }
 
 /* Replace name whole (a temporary file renamed over it), so a reader

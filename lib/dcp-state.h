@@ -86,8 +86,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpState, dcp_state_free)
 
 gboolean dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window,
                           gboolean trailing, DcpSlot *slot, GError **error);
-gboolean dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
-                         gboolean trailing, DcpSlot *slot, GError **error);
+void dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
+                     gboolean trailing, DcpSlot *slot);
 gboolean dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot,
                            gboolean pushed, gint64 now, const gchar *result, GError **error);
 gboolean dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
@@ -105,8 +105,7 @@ gboolean dcp_state_owed_try (DcpState *state, const gchar *token, gint64 now, Dc
 void dcp_state_owed_end (DcpState *state, const gchar *token, int fd);
 gboolean dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now,
                              GError **error);
-gboolean dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status,
-                               GError **error);
+void dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status);
 void dcp_token_status_clear (DcpTokenStatus *status);
 
 /* Remembered device tokens: forgotten on 410 and when not seen for a while. */

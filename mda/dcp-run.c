@@ -119,7 +119,7 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL;
 
   if (r->state != NULL)
-    (void) dcp_state_get_status (r->state, token, &st, NULL);
+    dcp_state_get_status (r->state, token, &st);
   last = dcp_format_time (st.last);
   pending = !st.pending       ? g_strdup ("none")
             : st.pending_live ? dcp_format_time (st.due)
@@ -252,7 +252,6 @@ plan_token (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
 {
   g_autoptr (GError) error = NULL;
   gint64 window = r->s->window * G_USEC_PER_SEC;
-  gboolean ok;
 
   p->shown = dcp_token_display (p->token);
   p->hash = dcp_token_hash (p->token);
@@ -263,9 +262,12 @@ plan_token (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
       p->stateless = r->state == NULL;
       return;
     }
-  ok = dry ? dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot, &error)
-           : dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error);
-  if (!ok)
+  if (dry)
+    {
+      dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot);
+      return;
+    }
+  if (!dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error))
     {
       dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
                error->message);

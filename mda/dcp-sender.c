@@ -245,7 +245,7 @@ wait_window (DcpRun *r, const gchar *token, gboolean after_result)
     {
       DcpTokenStatus st = { 0 };
       gint64 left;
-      (void) dcp_state_get_status (r->state, token, &st, NULL);
+      dcp_state_get_status (r->state, token, &st);
       dcp_token_status_clear (&st);
       left = (after_result ? MAX (st.last, st.result_time) : st.last) + window - g_get_real_time ();
       if (left <= 0)
