@@ -240,11 +240,11 @@ read_pending (int fd, gint64 *previous, gint64 *due)
     (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, previous, due);
 }
 
-/* Is a trailing push for this token scheduled and its process alive?  A
- * pending mark whose flock() can be taken belongs to a dead process; the
- * next claim that needs a trailing push replaces it. */
+/* Does the mark (pending or owed) exist, and its process live?  A mark
+ * whose flock() can be taken belongs to a dead process: the next claim
+ * that needs one replaces a pending mark, or takes an owed one over. */
 static gboolean
-pending_live (DcpState *state, const gchar *name, gint64 *due)
+mark_live (DcpState *state, const gchar *name, gint64 *due)
 {
   int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   gboolean live;
@@ -293,8 +293,8 @@ read_facts (DcpState *state, const gchar *token, gint64 window, DcpTokenFacts *f
 
   f->gone = is_gone (state, token);
   f->last = window > 0 ? get_last (state, token) : -1;
-  f->pending_live = pending_live (state, pending, NULL);
-  f->owed_live = pending_live (state, owed, NULL);
+  f->pending_live = mark_live (state, pending, NULL);
+  f->owed_live = mark_live (state, owed, NULL);
 }
 
 /* An owed mark whose process is gone (a reboot, kill -9): this run takes
@@ -450,7 +450,7 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
    * push rolls its claim back, possibly to no last push at all), or an
    * owed push covers the token */
   if (!is_gone (state, token) && get_last (state, token) <= previous
-      && !pending_live (state, owed_name, NULL))
+      && !mark_live (state, owed_name, NULL))
     {
       ok = set_last (state, token, now, error);
       if (ok)
@@ -505,6 +505,27 @@ dcp_state_owed_write (int fd, const DcpOwed *owed, GError **error)
   return TRUE;
 }
 
+static int
+new_owed_mark (DcpState *state, const gchar *name, const DcpOwed *owed, GError **error)
+{
+  int fd;
+
+  (void) unlinkat (state->dirfd, name, 0);
+  fd = open_file (state, name, O_RDWR | O_CREAT | O_EXCL, error);
+  if (fd < 0)
+    return -1;
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      int saved = errno;
+      set_errno_error (error, saved, "cannot lock", name);
+    }
+  else if (dcp_state_owed_write (fd, owed, error))
+    return fd;
+  close (fd);
+  (void) unlinkat (state->dirfd, name, 0);
+  return -1;
+}
+
 gboolean
 dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd, GError **error)
 {
@@ -516,20 +537,11 @@ dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd
   lock = lock_token (state, token, error);
   if (lock < 0)
     return FALSE;
-  if (!pending_live (state, name, NULL))
+  /* a live mark covers the token: *fd stays -1 */
+  if (!mark_live (state, name, NULL))
     {
-      (void) unlinkat (state->dirfd, name, 0);
-      *fd = open_file (state, name, O_RDWR | O_CREAT | O_EXCL, error);
+      *fd = new_owed_mark (state, name, owed, error);
       ok = *fd >= 0;
-      if (ok && (flock (*fd, LOCK_EX | LOCK_NB) < 0 || !dcp_state_owed_write (*fd, owed, error)))
-        {
-          if (error != NULL && *error == NULL)
-            set_errno_error (error, errno, "cannot lock", name);
-          close (*fd);
-          *fd = -1;
-          (void) unlinkat (state->dirfd, name, 0);
-          ok = FALSE;
-        }
     }
   unlock_token (lock);
   return ok;
@@ -620,11 +632,11 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
         status->result = g_strstrip (g_strndup (buf, n));
     }
   status->pending = stat_mtime (state, pname) >= 0;
-  status->pending_live = status->pending && pending_live (state, pname, &status->due);
+  status->pending_live = status->pending && mark_live (state, pname, &status->due);
   if (!status->pending)
     status->due = -1;
   status->gone = stat_mtime (state, gname);
-  status->owed_live = pending_live (state, oname, NULL);
+  status->owed_live = mark_live (state, oname, NULL);
   fd = openat (state->dirfd, oname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   status->owed = fd >= 0;
   status->owed_mark = (DcpOwed){ -1, 0, -1, -1 };

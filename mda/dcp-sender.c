@@ -39,12 +39,20 @@ close_pair (int fd[2])
 }
 
 /* The forked child: a grandchild in a new session execs argv; errno goes
- * back through st when anything fails.  Only async-signal-safe calls. */
+ * back through st when anything fails.  Only async-signal-safe calls.
+ * The descriptors are first moved above the ones they become, so that
+ * none is overwritten (or kept close-on-exec) by another's dup2(). */
 G_GNUC_NORETURN static void
 child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int st)
 {
   pid_t grandchild;
 
+  tok = fcntl (tok, F_DUPFD, 5);
+  devnull = fcntl (devnull, F_DUPFD, 5);
+  mark = fcntl (mark, F_DUPFD, 5);
+  st = fcntl (st, F_DUPFD, 5);
+  if (tok < 0 || devnull < 0 || mark < 0 || st < 0)
+    _exit (1);
   setsid ();
   grandchild = fork ();
   if (grandchild != 0)

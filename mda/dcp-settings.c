@@ -37,11 +37,9 @@ expand_home (const gchar *path)
 static gboolean
 add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *where, GError **error)
 {
-  g_autoptr (GError) local = NULL;
-
-  if (!dcp_token_validate (token, strlen (token), &local))
+  if (!dcp_token_validate (token, strlen (token), error))
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", where, local->message);
+      g_prefix_error (error, "%s: ", where);
       return FALSE;
     }
   if (g_hash_table_add (seen, g_strdup (token)))
@@ -82,10 +80,10 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
                      g_strdup_printf ("token file %s is readable by others (mode %04o); "
                                       "chmod 600 it",
                                       path, (unsigned) (st.st_mode & 07777)));
-  tokens = dcp_token_list_parse (text, len, &local);
+  tokens = dcp_token_list_parse (text, len, error);
   if (tokens == NULL)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s, %s", path, local->message);
+      g_prefix_error (error, "token file %s, ", path);
       return FALSE;
     }
   if (tokens->len == 0)
