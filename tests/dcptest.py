@@ -11,6 +11,7 @@ Results are reported as TAP, one line per test method, for meson.
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,25 @@ WRAPPER = shlex.split(os.environ.get("DCP_WRAPPER", ""))
 SLOW = float(os.environ.get("DCP_SLOW", "4" if WRAPPER else "1"))
 
 TOKEN = "fcm-chat.delta:dGVzdC10b2tlbi0x/Zm9v+YmFy=="
+
+
+def unused_port():
+    """A loopback port nothing listens on (connections are refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, step=0.05):
+    """Poll pred until it is true or timeout seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
 
 
 def message(headers=None, body="Hello.\n", from_addr="alice@example.org",

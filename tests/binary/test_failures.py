@@ -8,22 +8,13 @@ caller retries, capped per message); test_retry.py has the default,
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message  # noqa: E402
-
-
-def unused_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from dcptest import SLOW, TOKEN, message, unused_port  # noqa: E402
 
 
 class Failures(dcptest.TestCase):

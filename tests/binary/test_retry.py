@@ -11,31 +11,13 @@ DCP_RETRY_LOG, except one that waits for the real first step of 8 s.
 
 import os
 import signal
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message  # noqa: E402
+from dcptest import SLOW, TOKEN, message, unused_port, wait_until  # noqa: E402
 from httpd import Server  # noqa: E402
-
-
-def unused_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 class Retry(dcptest.TestCase):
