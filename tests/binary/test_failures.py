@@ -232,11 +232,14 @@ class Cache(dcptest.TestCase):
         self.assertEqual(os.listdir(target), [])
 
     def test_no_cache_gives_up_instead_of_retrying_forever(self):
+        # without a cache the try can be neither counted nor owed: dropped
         blocker = self.write("not-a-dir", "x")
         url = "http://127.0.0.1:%d/notify" % unused_port()
-        r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", url, TOKEN], message(),
-                         env={"XDG_CACHE_HOME": os.path.join(blocker, "cache")})
-        self.assertDone(r)
+        for mode in ("caller", "background"):
+            with self.subTest(mode=mode):
+                r = self.run_bin(["--retry=" + mode, "--timeout", "1", "-u", url, TOKEN],
+                                 message(), env={"XDG_CACHE_HOME": os.path.join(blocker, "cache")})
+                self.assertDone(r)
 
 
 if __name__ == "__main__":
