@@ -18,6 +18,7 @@ typedef enum {
   DCP_ERROR_LIBRARY,   /* libcurl could not be loaded or set up */
   DCP_ERROR_TRANSIENT, /* network or server trouble worth retrying */
   DCP_ERROR_GONE,      /* the proxy answered 410: the token is dead */
+  DCP_ERROR_INPUT,     /* the message could not be read */
 } DcpError;
 
 G_END_DECLS

@@ -3,8 +3,8 @@
  *
  * libcurl (and through it OpenSSL, nghttp2, libssh2, LDAP, Kerberos...) is
  * loaded with dlopen() the first time something is to be sent.  Linking it
- * would cost every run a few milliseconds of dynamic loading before main(),
- * which is most of the time of a run that skips or rate-limits.
+ * would make every run load it before main(), also a run that skips or
+ * rate-limits and sends nothing (tests/bench/README.md has the figures).
  *
  * The contract with the proxy: POST the raw token, nothing else.  200 is
  * done, 410 means the token is dead, anything else is worth a retry.  We

@@ -5,8 +5,8 @@
  * reading stops at the first blank line (or at DCP_MESSAGE_HEADER_MAX).
  * A pipe is then drained to EOF through a fixed buffer, because callers
  * (fetchmail, procmail, Dovecot) treat an unread pipe as a failure; a
- * regular file (getmail's temp file) is left alone, so a 40 MB message
- * costs what a 4 KB one does.
+ * regular file (getmail's temp file) is left alone, so a big message
+ * costs what a small one does.
  *
  * The header block is split into fields here (no mbox From_ line, LF
  * line ends, NUL bytes made blanks); GMime parses what needs a parser:
@@ -128,7 +128,7 @@ dcp_message_read_header_block (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "reading the message: %s",
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "reading the message: %s",
                        g_strerror (saved));
           return NULL;
         }
@@ -165,7 +165,7 @@ dcp_message_drain (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "draining the message: %s",
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "draining the message: %s",
                        g_strerror (saved));
           return FALSE;
         }
@@ -273,7 +273,7 @@ is_trace_header (const gchar *name, const gchar *value)
 }
 
 /* Of a From field, GMime sees this much: the first mailbox is all we use,
- * and a list of 100 000 addresses would cost GMime ~100 MiB. */
+ * and GMime's memory grows with the length of an address list. */
 #define FROM_VALUE_MAX 8192
 
 /* What one pass over the header block collects. */

@@ -24,9 +24,6 @@
 
 #define LOCK_WAIT_US (2 * G_USEC_PER_SEC)
 #define LOCK_POLL_US 2000
-/* a last-push time further in the future than this means the clock was
- * stepped back: don't let it block pushes until the clock catches up */
-#define FUTURE_SLACK_US (2 * G_USEC_PER_SEC)
 
 struct _DcpState {
   int dirfd;
@@ -243,11 +240,11 @@ read_pending (int fd, gint64 *previous, gint64 *due)
     (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, previous, due);
 }
 
-/* Is a trailing push for this token scheduled and its process alive?  A
- * pending mark whose flock() can be taken belongs to a dead process; the
- * next claim that needs a trailing push replaces it. */
+/* Does the mark (pending or owed) exist, and its process live?  A mark
+ * whose flock() can be taken belongs to a dead process: the next claim
+ * that needs one replaces a pending mark, or takes an owed one over. */
 static gboolean
-pending_live (DcpState *state, const gchar *name, gint64 *due)
+mark_live (DcpState *state, const gchar *name, gint64 *due)
 {
   int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   gboolean live;
@@ -264,6 +261,17 @@ pending_live (DcpState *state, const gchar *name, gint64 *due)
   return live;
 }
 
+/* Remove name if it still is the file open as fd (not a newer one). */
+static void
+unlink_if_ours (DcpState *state, const gchar *name, int fd)
+{
+  struct stat a, b;
+
+  if (fstat (fd, &a) == 0 && fstatat (state->dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0
+      && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+    (void) unlinkat (state->dirfd, name, 0);
+}
+
 static void
 slot_init (DcpSlot *slot, DcpSlotKind kind)
 {
@@ -272,51 +280,53 @@ slot_init (DcpSlot *slot, DcpSlotKind kind)
   slot->claimed = -1;
   slot->due = -1;
   slot->pending_fd = -1;
+  slot->owed_fd = -1;
+  slot->owed = (DcpOwed){ -1, 0, -1, -1 };
 }
 
-/* What the token's state says about a push now, without changing it. */
-static DcpSlotKind
-classify (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-          gint64 *last)
+/* What the token's state on disk says; last only matters with a window. */
+static void
+read_facts (DcpState *state, const gchar *token, gint64 window, DcpTokenFacts *f)
 {
-  g_autofree gchar *pending = NULL;
+  g_autofree gchar *pending = token_file (token, ".pending");
+  g_autofree gchar *owed = token_file (token, ".owed");
 
-  *last = -1;
-  if (is_gone (state, token))
-    return DCP_SLOT_GONE;
-  if (window <= 0)
-    return DCP_SLOT_PUSH;
-  *last = get_last (state, token);
-  if (*last < 0 || now - *last >= window || *last > now + FUTURE_SLACK_US)
-    return DCP_SLOT_PUSH;
-  if (!trailing)
-    return DCP_SLOT_LIMITED;
-  pending = token_file (token, ".pending");
-  return pending_live (state, pending, NULL) ? DCP_SLOT_COVERED : DCP_SLOT_TRAILING;
+  f->gone = is_gone (state, token);
+  f->last = window > 0 ? get_last (state, token) : -1;
+  f->pending_live = mark_live (state, pending, NULL);
+  f->owed_live = mark_live (state, owed, NULL);
+}
+
+/* An owed mark whose process is gone (a reboot, kill -9): this run takes
+ * it over, so that its push, if it fails again, keeps the first failure's
+ * schedule.  Someone faster may have taken it: then it covers us. */
+static void
+take_stale_owed (DcpState *state, const gchar *token, DcpSlot *slot)
+{
+  g_autofree gchar *name = token_file (token, ".owed");
+  int fd = openat (state->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+
+  if (fd < 0)
+    return;
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      close (fd);
+      slot->kind = DCP_SLOT_OWED;
+      return;
+    }
+  (void) dcp_state_owed_read (fd, &slot->owed, NULL);
+  slot->owed_fd = fd;
 }
 
 static gboolean
-claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-              DcpSlot *slot, GError **error)
+write_pending (DcpState *state, const gchar *token, gint64 last, gint64 window, DcpSlot *slot,
+               GError **error)
 {
-  g_autofree gchar *pending = NULL;
+  g_autofree gchar *pending = token_file (token, ".pending");
   g_autofree gchar *content = NULL;
-  gint64 last;
   int fd;
 
-  slot_init (slot, classify (state, token, now, window, trailing, &last));
-  slot->previous = last;
-  if (slot->kind == DCP_SLOT_PUSH && window > 0)
-    {
-      if (!set_last (state, token, now, error))
-        return FALSE;
-      slot->claimed = now;
-    }
-  if (slot->kind != DCP_SLOT_TRAILING)
-    return TRUE;
-
   /* a stale mark (its process died) is replaced */
-  pending = token_file (token, ".pending");
   (void) unlinkat (state->dirfd, pending, 0);
   fd = open_file (state, pending, O_RDWR | O_CREAT | O_EXCL, error);
   if (fd < 0)
@@ -335,19 +345,40 @@ claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gb
   return TRUE;
 }
 
-gboolean
-dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-                DcpSlot *slot, GError **error)
+static gboolean
+claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+              DcpSlot *slot, GError **error)
 {
-  gint64 last;
+  DcpTokenFacts f;
 
-  g_return_val_if_fail (state != NULL && token != NULL && slot != NULL, FALSE);
-  (void) error;
-  slot_init (slot, classify (state, token, now, window, trailing, &last));
-  slot->previous = last;
+  read_facts (state, token, window, &f);
+  slot_init (slot, dcp_plan_token (&f, now, window, trailing));
+  slot->previous = f.last;
+  if (slot->kind == DCP_SLOT_PUSH)
+    take_stale_owed (state, token, slot);
+  if (slot->kind == DCP_SLOT_PUSH && window > 0)
+    {
+      if (!set_last (state, token, now, error))
+        return FALSE;
+      slot->claimed = now;
+    }
+  if (slot->kind != DCP_SLOT_TRAILING)
+    return TRUE;
+  return write_pending (state, token, f.last, window, slot, error);
+}
+
+void
+dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
+                DcpSlot *slot)
+{
+  DcpTokenFacts f;
+
+  g_return_if_fail (state != NULL && token != NULL && slot != NULL);
+  read_facts (state, token, window, &f);
+  slot_init (slot, dcp_plan_token (&f, now, window, trailing));
+  slot->previous = f.last;
   if (slot->kind == DCP_SLOT_TRAILING)
-    slot->due = last + window;
-  return TRUE;
+    slot->due = f.last + window;
 }
 
 gboolean
@@ -403,8 +434,8 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
                           DcpSlot *slot, gboolean *owed, GError **error)
 {
   g_autofree gchar *pending = token_file (token, ".pending");
+  g_autofree gchar *owed_name = token_file (token, ".owed");
   gint64 previous, due;
-  struct stat a, b;
   gboolean ok = TRUE;
   int lock;
 
@@ -416,8 +447,10 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
   read_pending (pending_fd, &previous, &due);
 
   /* owed unless a push started since the pending mark was made (a failed
-   * push rolls its claim back, possibly to no last push at all) */
-  if (!is_gone (state, token) && get_last (state, token) <= previous)
+   * push rolls its claim back, possibly to no last push at all), or an
+   * owed push covers the token */
+  if (!is_gone (state, token) && get_last (state, token) <= previous
+      && !mark_live (state, owed_name, NULL))
     {
       ok = set_last (state, token, now, error);
       if (ok)
@@ -429,11 +462,124 @@ dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, g
     }
   /* From here on, a new message inside the window must schedule a new
    * trailing push: this one may already be on the wire. */
-  if (fstat (pending_fd, &a) == 0 && fstatat (state->dirfd, pending, &b, AT_SYMLINK_NOFOLLOW) == 0
-      && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    (void) unlinkat (state->dirfd, pending, 0);
+  unlink_if_ours (state, pending, pending_fd);
   unlock_token (lock);
   return ok;
+}
+
+/* An owed mark: "first tries next pid". */
+gboolean
+dcp_state_owed_read (int fd, DcpOwed *owed, GError **error)
+{
+  gchar buf[128] = { 0 };
+  gint64 tries = 0;
+
+  *owed = (DcpOwed){ -1, 0, -1, -1 };
+  if (pread (fd, buf, sizeof buf - 1, 0) <= 0
+      || sscanf (buf,
+                 "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT,
+                 &owed->first, &tries, &owed->next, &owed->pid)
+             < 2
+      || tries < 0 || tries > G_MAXUINT)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_STATE, "unreadable owed mark");
+      return FALSE;
+    }
+  owed->tries = (guint) tries;
+  return TRUE;
+}
+
+gboolean
+dcp_state_owed_write (int fd, const DcpOwed *owed, GError **error)
+{
+  g_autofree gchar *content
+      = g_strdup_printf ("%" G_GINT64_FORMAT " %u %" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n",
+                         owed->first, owed->tries, owed->next, owed->pid);
+  gsize len = strlen (content);
+
+  if (pwrite (fd, content, len, 0) != (gssize) len || ftruncate (fd, len) < 0)
+    {
+      int saved = errno ? errno : ENOSPC;
+      return set_errno_error (error, saved, "cannot write", "the owed mark");
+    }
+  return TRUE;
+}
+
+static int
+new_owed_mark (DcpState *state, const gchar *name, const DcpOwed *owed, GError **error)
+{
+  int fd;
+
+  (void) unlinkat (state->dirfd, name, 0);
+  fd = open_file (state, name, O_RDWR | O_CREAT | O_EXCL, error);
+  if (fd < 0)
+    return -1;
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      int saved = errno;
+      set_errno_error (error, saved, "cannot lock", name);
+    }
+  else if (dcp_state_owed_write (fd, owed, error))
+    return fd;
+  close (fd);
+  (void) unlinkat (state->dirfd, name, 0);
+  return -1;
+}
+
+gboolean
+dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd, GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".owed");
+  gboolean ok = TRUE;
+  int lock;
+
+  *fd = -1;
+  lock = lock_token (state, token, error);
+  if (lock < 0)
+    return FALSE;
+  /* a live mark covers the token: *fd stays -1 */
+  if (!mark_live (state, name, NULL))
+    {
+      *fd = new_owed_mark (state, name, owed, error);
+      ok = *fd >= 0;
+    }
+  unlock_token (lock);
+  return ok;
+}
+
+/* Claim one try of an owed push, as dcp_state_claim() claims a push:
+ * inside the window that starts now, new messages get a trailing push. */
+gboolean
+dcp_state_owed_try (DcpState *state, const gchar *token, gint64 now, DcpSlot *slot, GError **error)
+{
+  gboolean ok = TRUE;
+  int lock;
+
+  slot_init (slot, DCP_SLOT_PUSH);
+  lock = lock_token (state, token, error);
+  if (lock < 0)
+    return FALSE;
+  if (is_gone (state, token))
+    slot->kind = DCP_SLOT_GONE;
+  else
+    {
+      slot->previous = get_last (state, token);
+      ok = set_last (state, token, now, error);
+      slot->claimed = ok ? now : -1;
+    }
+  unlock_token (lock);
+  return ok;
+}
+
+void
+dcp_state_owed_end (DcpState *state, const gchar *token, int fd)
+{
+  g_autofree gchar *name = token_file (token, ".owed");
+  int lock = lock_token (state, token, NULL);
+
+  unlink_if_ours (state, name, fd);
+  unlock_token (lock);
+  close (fd);
 }
 
 gboolean
@@ -464,16 +610,16 @@ dcp_token_status_clear (DcpTokenStatus *status)
   g_clear_pointer (&status->result, g_free);
 }
 
-gboolean
-dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status, GError **error)
+void
+dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status)
 {
   g_autofree gchar *rname = token_file (token, ".result");
   g_autofree gchar *pname = token_file (token, ".pending");
   g_autofree gchar *gname = token_file (token, ".gone");
+  g_autofree gchar *oname = token_file (token, ".owed");
   gchar buf[512] = { 0 };
   int fd;
 
-  (void) error;
   status->last = get_last (state, token);
   status->result_time = stat_mtime (state, rname);
   status->result = NULL;
@@ -486,11 +632,19 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
         status->result = g_strstrip (g_strndup (buf, n));
     }
   status->pending = stat_mtime (state, pname) >= 0;
-  status->pending_live = status->pending && pending_live (state, pname, &status->due);
+  status->pending_live = status->pending && mark_live (state, pname, &status->due);
   if (!status->pending)
     status->due = -1;
   status->gone = stat_mtime (state, gname);
-  return TRUE;
+  status->owed_live = mark_live (state, oname, NULL);
+  fd = openat (state->dirfd, oname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  status->owed = fd >= 0;
+  status->owed_mark = (DcpOwed){ -1, 0, -1, -1 };
+  if (fd >= 0)
+    {
+      (void) dcp_state_owed_read (fd, &status->owed_mark, NULL);
+      close (fd);
+    }
 }
 
 /* Replace name whole (a temporary file renamed over it), so a reader

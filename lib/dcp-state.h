@@ -9,6 +9,9 @@
  *   <hash>.lock     flock()ed while a run reads or changes the token's state
  *   <hash>.pending  a scheduled trailing push; flock()ed by its process for
  *                   as long as it lives, so a dead one is seen as stale
+ *   <hash>.owed     an owed push: one that failed and is retried by a detached
+ *                   process, which holds it flock()ed like a pending mark;
+ *                   "first tries next pid" (see DcpOwed)
  *   <hash>.gone     the proxy answered 410 Gone
  *   <hash>.result   time and text of the last attempt, for --status
  *   <hash>.device   a remembered device token (read from Dovecot's metadata):
@@ -21,17 +24,19 @@
 
 #include <glib.h>
 
+#include "dcp-plan.h"
+
 G_BEGIN_DECLS
 
 typedef struct _DcpState DcpState;
 
-typedef enum {
-  DCP_SLOT_PUSH,     /* claimed: push now, then dcp_state_finish() */
-  DCP_SLOT_TRAILING, /* inside the window: start a trailing push with pending_fd */
-  DCP_SLOT_COVERED,  /* inside the window: a live trailing push covers us */
-  DCP_SLOT_LIMITED,  /* inside the window and trailing pushes are off */
-  DCP_SLOT_GONE,     /* the token is marked gone */
-} DcpSlotKind;
+/* An owed push, as its mark holds it. */
+typedef struct {
+  gint64 first; /* the first failed try, µs since the Epoch */
+  guint tries;  /* failed tries so far, the first one included */
+  gint64 next;  /* when the next try is due, or -1 */
+  gint64 pid;   /* the process that owns it, or -1 */
+} DcpOwed;
 
 typedef struct {
   DcpSlotKind kind;
@@ -39,12 +44,20 @@ typedef struct {
   gint64 claimed;  /* the time written by the claim, or -1 when none was */
   gint64 due;      /* TRAILING: when the trailing push is due */
   int pending_fd;  /* TRAILING: the locked pending mark, or -1 */
+  int owed_fd;     /* PUSH: a stale owed mark taken over (locked), or -1 */
+  DcpOwed owed;    /* ... and what it held */
 } DcpSlot;
 
 /* a slot that pushes without any state: no claim, no pending mark */
 #define DCP_SLOT_INIT                                                                              \
   {                                                                                                \
-    .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1              \
+    .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1,             \
+    .owed_fd = -1,                                                                                 \
+    .owed                                                                                          \
+        = { -1,                                                                                    \
+            0,                                                                                     \
+            -1,                                                                                    \
+            -1 }                                                                                   \
   }
 
 typedef struct {
@@ -55,6 +68,9 @@ typedef struct {
   gboolean pending_live; /* ... and its process is alive */
   gint64 due;            /* when the pending push is due, or -1 */
   gint64 gone;           /* when the token was marked gone, or -1 */
+  gboolean owed;         /* an owed mark exists */
+  gboolean owed_live;    /* ... and its process is alive */
+  DcpOwed owed_mark;     /* ... and what it holds */
 } DcpTokenStatus;
 
 typedef struct {
@@ -70,16 +86,26 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpState, dcp_state_free)
 
 gboolean dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window,
                           gboolean trailing, DcpSlot *slot, GError **error);
-gboolean dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
-                         gboolean trailing, DcpSlot *slot, GError **error);
+void dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
+                     gboolean trailing, DcpSlot *slot);
 gboolean dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot,
                            gboolean pushed, gint64 now, const gchar *result, GError **error);
 gboolean dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
                                    DcpSlot *slot, gboolean *owed, GError **error);
+/* Owed pushes.  dcp_state_owe() makes a fresh mark (locked, in *fd)
+ * unless a live one covers the token; the owner keeps it current with
+ * dcp_state_owed_write(), claims each try with dcp_state_owed_try() (then
+ * dcp_state_finish()) and removes it with dcp_state_owed_end(). */
+gboolean dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd,
+                        GError **error);
+gboolean dcp_state_owed_read (int fd, DcpOwed *owed, GError **error);
+gboolean dcp_state_owed_write (int fd, const DcpOwed *owed, GError **error);
+gboolean dcp_state_owed_try (DcpState *state, const gchar *token, gint64 now, DcpSlot *slot,
+                             GError **error);
+void dcp_state_owed_end (DcpState *state, const gchar *token, int fd);
 gboolean dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now,
                              GError **error);
-gboolean dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status,
-                               GError **error);
+void dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status);
 void dcp_token_status_clear (DcpTokenStatus *status);
 
 /* Remembered device tokens: forgotten on 410 and when not seen for a while. */

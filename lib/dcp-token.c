@@ -55,7 +55,6 @@ dcp_token_list_parse (const gchar *text, gsize len, GError **error)
       const gchar *nl = memchr (p, '\n', end - p);
       const gchar *e = nl ? nl : end;
       const gchar *s = p;
-      g_autoptr (GError) local = NULL;
 
       line++;
       p = nl ? nl + 1 : end;
@@ -65,10 +64,9 @@ dcp_token_list_parse (const gchar *text, gsize len, GError **error)
         e--;
       if (s == e || *s == '#')
         continue;
-      if (!dcp_token_validate (s, e - s, &local))
+      if (!dcp_token_validate (s, e - s, error))
         {
-          g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "line %" G_GSIZE_FORMAT ": %s", line,
-                       local->message);
+          g_prefix_error (error, "line %" G_GSIZE_FORMAT ": ", line);
           return NULL;
         }
       g_ptr_array_add (tokens, g_strndup (s, e - s));

@@ -10,3 +10,4 @@
 void dcp_log_init (gboolean verbose);
 void dcp_log (int priority, const gchar *format, ...) G_GNUC_PRINTF (2, 3);
 void dcp_log_fatal_line (const gchar *format, ...) G_GNUC_PRINTF (1, 2);
+void dcp_log_detached (const gchar *test_log);

@@ -1,258 +1,34 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The run: read, decide, rate-limit, notify.
+/* The run: read, decide, plan per token, push, settle.
  *
  * Order matters.  stdin is read (and a pipe drained) before any network
- * work, so callers that watch the pipe never see it stall.  The cache is
- * optional: if it cannot be used we push without rate limiting, because a
- * missed message is worse than a spare wake-up.  Retries are capped per
- * message here, since getmail and fetchmail retry forever without back-off. */
+ * work, so callers that watch the pipe never see it stall.  What to do per
+ * token and what an answer means are decided in lib/ (dcp-plan.h); here
+ * they are carried out.  With --retry=background a failed push is owed to
+ * a detached process (dcp-sender.c) and the run exits 0; with
+ * --retry=caller it exits 75, capped per message, since getmail and
+ * fetchmail retry forever without back-off. */
 #include "config.h"
 
 #include "dcp-run.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dcp-decision.h"
 #include "dcp-error.h"
-#include "dcp-http.h"
 #include "dcp-log.h"
 #include "dcp-message.h"
 #include "dcp-metadata.h"
+#include "dcp-plan.h"
+#include "dcp-push.h"
+#include "dcp-sender.h"
 #include "dcp-state.h"
 #include "dcp-token.h"
 
-#define RETRY_MAX_FAILURES 5
-#define RETRY_MAX_SECONDS 3600
-#define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
 /* a device token not seen in Dovecot's metadata for this long is
  * forgotten, as chatmail relays do */
 #define DEVICE_MAX_AGE (G_GINT64_CONSTANT (90 * 24 * 3600) * G_USEC_PER_SEC)
-
-typedef struct {
-  DcpSettings *s;
-  DcpState *state;   /* NULL when the cache is unusable */
-  DcpHttp *http;     /* loaded on first use */
-  GPtrArray *tokens; /* this run's: those given, then the devices */
-  gint64 deadline;   /* monotonic µs: end of the network budget */
-  gboolean http_failed;
-} Run;
-
-static void
-run_clear (Run *r)
-{
-  g_clear_pointer (&r->state, dcp_state_free);
-  g_clear_pointer (&r->http, dcp_http_free);
-  g_clear_pointer (&r->tokens, g_ptr_array_unref);
-}
-
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
-
-/* libcurl is loaded on first use only: runs that send nothing never pay
- * for it.  (Loading it on a second thread while stdin is drained was
- * measured: on two cores it cost more than it saved.) */
-static DcpHttp *
-get_http (Run *r, GError **error)
-{
-  if (r->http == NULL && !r->http_failed)
-    {
-      r->http = dcp_http_new (r->s->url, USER_AGENT, r->s->cacert, error);
-      r->http_failed = r->http == NULL;
-      return r->http;
-    }
-  if (r->http == NULL)
-    g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
-  return r->http;
-}
-
-static void
-open_state (Run *r, gboolean create)
-{
-  g_autoptr (GError) error = NULL;
-
-  if (!create)
-    {
-      g_autofree gchar *path = g_build_filename (r->s->cache_root, "deltachat-push", NULL);
-      if (!g_file_test (path, G_FILE_TEST_IS_DIR))
-        return;
-    }
-  r->state = dcp_state_open (r->s->cache_root, &error);
-  if (r->state == NULL)
-    dcp_log (LOG_WARNING, "cache unusable, pushing without rate limit: %s", error->message);
-}
-
-static gchar *
-format_time (gint64 us)
-{
-  g_autoptr (GDateTime) dt = NULL;
-
-  if (us < 0)
-    return g_strdup ("never");
-  dt = g_date_time_new_from_unix_utc (us / G_USEC_PER_SEC);
-  return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
-}
-
-static gchar *
-outcome_text (DcpHttpOutcome out, const GError *error)
-{
-  if (out == DCP_HTTP_OK)
-    return g_strdup ("200 ok");
-  if (out == DCP_HTTP_GONE)
-    return g_strdup ("410 gone");
-  return g_strdup_printf ("error: %s", error ? error->message : "failed");
-}
-
-/* Send one token within the run's budget and record the result.  Returns
- * TRUE unless the failure is transient. */
-static gboolean
-push_token (Run *r, const gchar *token, const DcpSlot *slot, guint max_attempts, gchar **text_out)
-{
-  g_autofree gchar *shown = dcp_token_display (token);
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *text = NULL;
-  DcpHttpOutcome out = DCP_HTTP_FAILED;
-  DcpHttp *http = get_http (r, &error);
-  gint64 now;
-
-  if (http != NULL)
-    out = dcp_http_notify (http, token, r->deadline, max_attempts, NULL, &error);
-  now = g_get_real_time ();
-  text = outcome_text (out, error);
-  /* slot NULL: the token's state could not be had; don't wait for it twice */
-  if (r->state != NULL && slot != NULL)
-    {
-      g_autoptr (GError) serr = NULL;
-      if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &serr))
-        dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, serr->message);
-      g_clear_error (&serr);
-      if (out == DCP_HTTP_GONE
-          && (!dcp_state_set_gone (r->state, token, TRUE, now, &serr)
-              || !dcp_state_device_forget (r->state, token, &serr)))
-        dcp_log (LOG_WARNING, "%s: cannot mark the token gone: %s", shown, serr->message);
-    }
-  if (out == DCP_HTTP_OK)
-    dcp_log (LOG_INFO, "%s: notified", shown);
-  else if (out == DCP_HTTP_GONE)
-    dcp_log (LOG_WARNING,
-             "%s: the proxy answered 410 Gone; this token will never work again "
-             "and must be replaced",
-             shown);
-  else
-    dcp_log (LOG_WARNING, "%s: notification failed: %s", shown, text);
-  if (text_out != NULL)
-    *text_out = g_steal_pointer (&text);
-  return out != DCP_HTTP_FAILED;
-}
-
-/* Start the detached trailing push: a fresh exec of ourselves (no thread
- * or library state survives from this process), in its own session,
- * holding nothing of the caller's: stdin is a pipe carrying the token,
- * stdout and stderr are /dev/null, fd 3 is the locked pending mark.  A
- * close-on-exec pipe tells us whether the exec worked. */
-static gboolean
-spawn_trailing (Run *r, const gchar *token, const DcpSlot *slot, GError **error)
-{
-  g_autofree gchar *exe = g_file_read_link ("/proc/self/exe", NULL);
-  g_autofree gchar *due = g_strdup_printf ("--due=%" G_GINT64_FORMAT, slot->due);
-  g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
-  g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
-  g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
-  g_autofree gchar *cacert = r->s->cacert ? g_strdup_printf ("--cacert=%s", r->s->cacert) : NULL;
-  gchar *argv[] = {
-    (gchar *) PACKAGE_NAME, (gchar *) "--trailing-child", due, url, timeout, window, cacert, NULL
-  };
-  const gchar *path = exe != NULL ? exe : "/proc/self/exe";
-  int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
-  int devnull, child_errno = 0, wstatus;
-  gsize len = strlen (token);
-  gssize n;
-  pid_t pid;
-
-  devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0 || pipe2 (tok, O_CLOEXEC) < 0 || pipe2 (st, O_CLOEXEC) < 0)
-    {
-      int saved = errno;
-      for (int *fd = tok; fd < tok + 2; fd++)
-        if (*fd >= 0)
-          close (*fd);
-      if (devnull >= 0)
-        close (devnull);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start the trailing push: %s",
-                   g_strerror (saved));
-      return FALSE;
-    }
-  pid = fork ();
-  if (pid == 0)
-    {
-      /* only async-signal-safe calls from here to exec */
-      pid_t grandchild;
-      setsid ();
-      grandchild = fork ();
-      if (grandchild != 0)
-        {
-          if (grandchild < 0)
-            (void) !write (st[1], &errno, sizeof errno);
-          _exit (0);
-        }
-      if (dup2 (tok[0], 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
-          || dup2 (slot->pending_fd, 3) < 0 || dup3 (st[1], 4, O_CLOEXEC) < 0)
-        _exit (1);
-      close_range (5, ~0U, 0);
-      execv (path, argv);
-      (void) !write (4, &errno, sizeof errno);
-      _exit (1);
-    }
-  close (tok[0]);
-  close (st[1]);
-  close (devnull);
-  if (pid < 0)
-    {
-      int saved = errno;
-      close (tok[1]);
-      close (st[0]);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
-      return FALSE;
-    }
-  n = write (tok[1], token, len);
-  close (tok[1]);
-  while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
-    ;
-  /* EOF: the exec happened (or the child died before it, see below) */
-  if (read (st[0], &child_errno, sizeof child_errno) > 0 && child_errno == 0)
-    child_errno = EIO;
-  close (st[0]);
-  if (child_errno != 0 || n != (gssize) len)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot start the trailing push: %s",
-                   child_errno ? g_strerror (child_errno) : "token not handed over");
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static const gchar *
-slot_word (DcpSlotKind kind)
-{
-  switch (kind)
-    {
-    case DCP_SLOT_PUSH:
-      return "notify";
-    case DCP_SLOT_TRAILING:
-      return "trailing";
-    case DCP_SLOT_COVERED:
-      return "covered";
-    case DCP_SLOT_LIMITED:
-      return "rate-limited";
-    case DCP_SLOT_GONE:
-      return "gone";
-    default:
-      return "notify";
-    }
-}
 
 static void
 add_unique (GPtrArray *tokens, const gchar *token)
@@ -264,7 +40,7 @@ add_unique (GPtrArray *tokens, const gchar *token)
 /* The device tokens in Dovecot's metadata file, each remembered (when
  * write) unless the proxy called it gone. */
 static void
-add_file_tokens (Run *r, gboolean write, gint64 now)
+add_file_tokens (DcpRun *r, gboolean write, gint64 now)
 {
   const gchar *path = r->s->dovecot_metadata;
   g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
@@ -300,7 +76,7 @@ add_file_tokens (Run *r, gboolean write, gint64 now)
  * in Dovecot's file, then the other devices remembered in the cache.
  * Only with write are devices remembered, refreshed and expired. */
 static void
-load_tokens (Run *r, gboolean write)
+load_tokens (DcpRun *r, gboolean write)
 {
   gint64 now = g_get_real_time ();
   g_autoptr (GPtrArray) devices = NULL;
@@ -322,31 +98,45 @@ load_tokens (Run *r, gboolean write)
     }
 }
 
+static gchar *
+owed_text (const DcpTokenStatus *st)
+{
+  g_autofree gchar *since = NULL, *next = NULL;
+
+  if (!st->owed)
+    return g_strdup ("no");
+  since = dcp_format_time (st->owed_mark.first);
+  next = dcp_format_time (st->owed_mark.next);
+  return g_strdup_printf ("%s%s next-try=%s tries=%u", st->owed_live ? "" : "stale,", since,
+                          st->owed_live ? next : "none", st->owed_mark.tries);
+}
+
 static void
-print_status (Run *r, const gchar *token, const gchar *extra)
+print_status (DcpRun *r, const gchar *token, const gchar *extra)
 {
   g_autofree gchar *shown = dcp_token_display (token);
   DcpTokenStatus st = { .last = -1, .result_time = -1, .due = -1, .gone = -1 };
-  g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL;
+  g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL;
 
   if (r->state != NULL)
-    (void) dcp_state_get_status (r->state, token, &st, NULL);
-  last = format_time (st.last);
+    dcp_state_get_status (r->state, token, &st);
+  last = dcp_format_time (st.last);
   pending = !st.pending       ? g_strdup ("none")
-            : st.pending_live ? format_time (st.due)
+            : st.pending_live ? dcp_format_time (st.due)
                               : g_strdup ("stale");
-  gone = st.gone >= 0 ? format_time (st.gone) : g_strdup ("no");
-  printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s%s\n", shown, last,
-          st.result ? st.result : "none", pending, gone, extra);
+  gone = st.gone >= 0 ? dcp_format_time (st.gone) : g_strdup ("no");
+  owed = owed_text (&st);
+  printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s owed=%s%s\n", shown, last,
+          st.result ? st.result : "none", pending, gone, owed, extra);
   dcp_token_status_clear (&st);
 }
 
 static DcpStatus
-run_status (Run *r)
+run_status (DcpRun *r)
 {
   g_autoptr (GPtrArray) devices = NULL;
 
-  open_state (r, FALSE);
+  dcp_run_open_state (r, FALSE);
   for (guint i = 0; i < r->s->tokens->len; i++)
     print_status (r, g_ptr_array_index (r->s->tokens, i), "");
   if (r->state != NULL && r->s->dovecot_metadata != NULL)
@@ -354,7 +144,7 @@ run_status (Run *r)
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
-      g_autofree gchar *seen = format_time (d->seen);
+      g_autofree gchar *seen = dcp_format_time (d->seen);
       g_autofree gchar *extra = g_strdup_printf (" source=%s seen=%s", d->source, seen);
       if (g_str_equal (d->source, r->s->dovecot_metadata)
           && !g_ptr_array_find_with_equal_func (r->s->tokens, d->token, g_str_equal, NULL))
@@ -364,11 +154,11 @@ run_status (Run *r)
 }
 
 static DcpStatus
-run_ping (Run *r)
+run_ping (DcpRun *r)
 {
   gboolean all_ok = TRUE;
 
-  open_state (r, TRUE);
+  dcp_run_open_state (r, TRUE);
   load_tokens (r, TRUE);
   for (guint i = 0; i < r->tokens->len; i++)
     {
@@ -376,71 +166,17 @@ run_ping (Run *r)
       g_autofree gchar *shown = dcp_token_display (token);
       g_autofree gchar *text = NULL;
       DcpSlot slot = DCP_SLOT_INIT;
+      gboolean ok = dcp_run_push (r, token, &slot, 1, &text) == DCP_HTTP_OK;
 
-      (void) push_token (r, token, &slot, 1, &text);
-      if (g_str_equal (text, "200 ok") && r->state != NULL)
+      if (ok && r->state != NULL)
         (void) dcp_state_set_gone (r->state, token, FALSE, g_get_real_time (), NULL);
-      all_ok = all_ok && g_str_equal (text, "200 ok");
+      all_ok = all_ok && ok;
       printf ("%s %s\n", text, shown);
       fflush (stdout);
     }
   if (!all_ok)
     dcp_log_fatal_line ("not every token was accepted");
   return all_ok ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
-}
-
-static DcpStatus
-run_trailing (Run *r)
-{
-  gchar buf[DCP_TOKEN_MAX + 2];
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *shown = NULL;
-  DcpSlot slot;
-  gboolean owed = FALSE;
-  gssize n = 0, got;
-  gint64 wait;
-
-  while (n < (gssize) sizeof buf - 1 && (got = read (0, buf + n, sizeof buf - 1 - n)) > 0)
-    n += got;
-  buf[MAX (n, 0)] = '\0';
-  if (!dcp_token_validate (buf, MAX (n, 0), NULL))
-    return DCP_STATUS_CONFIG;
-  shown = dcp_token_display (buf);
-
-  /* sleep until the window ends, never longer than one window */
-  wait = CLAMP (r->s->due - g_get_real_time (), 0, r->s->window * G_USEC_PER_SEC);
-  g_usleep (wait);
-
-  open_state (r, TRUE);
-  if (r->state == NULL)
-    return DCP_STATUS_TRANSIENT;
-  /* the push that opened the window may have gone out later than it was
-   * claimed (a slow start, retries): keep a window after its end too */
-  for (int i = 0; i < 3; i++)
-    {
-      DcpTokenStatus st = { 0 };
-      gint64 left;
-      (void) dcp_state_get_status (r->state, buf, &st, NULL);
-      dcp_token_status_clear (&st);
-      left = MAX (st.last, st.result_time) + r->s->window * G_USEC_PER_SEC - g_get_real_time ();
-      if (left <= 0)
-        break;
-      g_usleep (MIN (left, r->s->window * G_USEC_PER_SEC));
-    }
-  if (!dcp_state_trailing_begin (r->state, buf, 3, g_get_real_time (), &slot, &owed, &error))
-    {
-      dcp_log (LOG_WARNING, "%s: trailing push: %s", shown, error->message);
-      return DCP_STATUS_TRANSIENT;
-    }
-  close (3);
-  if (!owed)
-    {
-      dcp_log (LOG_INFO, "%s: trailing push not needed, a push went out since", shown);
-      return DCP_STATUS_DONE;
-    }
-  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
-  dcp_log (LOG_INFO, "%s: trailing push", shown);
-  return push_token (r, buf, &slot, 0, NULL) ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
 }
 
 static gboolean
@@ -452,32 +188,24 @@ retry_done_contains (const DcpRetry *retry, const gchar *hash)
   return FALSE;
 }
 
-/* After a transient failure: count it against the message, and give up
- * once the cap is reached so the caller stops retrying. */
+/* --retry=caller, after a transient failure: count it against the
+ * message, and give up once the cap is reached so the caller stops
+ * retrying. */
 static DcpStatus
-note_failure (Run *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
+note_failure (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
 {
   g_autoptr (GError) error = NULL;
 
   if (r->s->best_effort)
     {
       dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
-      if (r->state != NULL)
-        dcp_state_retry_clear (r->state, msg->key);
-      return DCP_STATUS_DONE;
-    }
-  if (r->state == NULL)
-    {
-      /* without the cache we cannot count tries, and the callers that
-       * retry (getmail, fetchmail) would do so forever */
-      dcp_log (LOG_WARNING, "notification failed and the cache is unusable, so retries cannot "
-                            "be capped: giving up on this message");
+      dcp_state_retry_clear (r->state, msg->key);
       return DCP_STATUS_DONE;
     }
   retry->failures++;
   if (retry->first < 0)
     retry->first = now_s;
-  if (retry->failures >= RETRY_MAX_FAILURES || now_s - retry->first >= RETRY_MAX_SECONDS)
+  if (dcp_retry_cap_reached (retry->failures, retry->first, now_s))
     {
       dcp_log (LOG_WARNING,
                "giving up on message %s after %u failed tries over %" G_GINT64_FORMAT " s",
@@ -513,16 +241,17 @@ plan_clear (Plan *p)
   g_free (p->hash);
   if (p->slot.pending_fd >= 0)
     close (p->slot.pending_fd);
+  if (p->slot.owed_fd >= 0)
+    close (p->slot.owed_fd);
 }
 
 /* Decide per token from its state: claim it (or only look, for a dry
  * run).  Without a usable state the token is pushed regardless. */
 static void
-plan_token (Run *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
+plan_token (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
 {
   g_autoptr (GError) error = NULL;
   gint64 window = r->s->window * G_USEC_PER_SEC;
-  gboolean ok;
 
   p->shown = dcp_token_display (p->token);
   p->hash = dcp_token_hash (p->token);
@@ -533,9 +262,12 @@ plan_token (Run *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
       p->stateless = r->state == NULL;
       return;
     }
-  ok = dry ? dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot, &error)
-           : dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error);
-  if (!ok)
+  if (dry)
+    {
+      dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot);
+      return;
+    }
+  if (!dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error))
     {
       dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
                error->message);
@@ -544,167 +276,218 @@ plan_token (Run *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
     }
 }
 
+static const gchar *
+settled_text (DcpSlotKind kind)
+{
+  switch (kind)
+    {
+    case DCP_SLOT_GONE:
+      return "token is marked gone (410); replace it, then run --ping";
+    case DCP_SLOT_LIMITED:
+      return "rate-limited";
+    case DCP_SLOT_COVERED:
+      return "rate-limited, a trailing push is already pending";
+    case DCP_SLOT_OWED:
+      return "a push is owed and covers this message";
+    default:
+      return NULL;
+    }
+}
+
 /* Everything but a push: log it, start a trailing push.  Returns TRUE
  * when the token is still to be pushed now. */
 static gboolean
-settle_token (Run *r, Plan *p)
+settle_token (DcpRun *r, Plan *p)
 {
   g_autoptr (GError) error = NULL;
+  const gchar *text = settled_text (p->slot.kind);
 
   if (p->done)
     {
       dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
       return FALSE;
     }
-  switch (p->slot.kind)
+  if (text != NULL)
     {
-    case DCP_SLOT_GONE:
-      dcp_log (LOG_WARNING, "%s: token is marked gone (410); replace it, then run --ping",
+      dcp_log (p->slot.kind == DCP_SLOT_GONE ? LOG_WARNING : LOG_INFO, "%s: %s", p->shown, text);
+      return FALSE;
+    }
+  if (p->slot.kind != DCP_SLOT_TRAILING)
+    return TRUE;
+  if (dcp_sender_start_trailing (r, p->token, &p->slot, &error))
+    {
+      dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", p->shown);
+      return FALSE;
+    }
+  dcp_log (LOG_WARNING, "%s: %s; pushing now instead", p->shown, error->message);
+  close (p->slot.pending_fd);
+  p->slot = (DcpSlot) DCP_SLOT_INIT;
+  p->stateless = TRUE;
+  return TRUE;
+}
+
+/* Push one token and carry out what the answer means.  Returns TRUE when
+ * the caller is to be asked for a retry (--retry=caller). */
+static gboolean
+push_planned (DcpRun *r, Plan *p, DcpRetry *retry, gchar **failure)
+{
+  g_autofree gchar *text = NULL;
+  guint attempts = r->s->retry == DCP_RETRY_CALLER ? 0 : 1;
+  DcpHttpOutcome out = dcp_run_push (r, p->token, p->stateless ? NULL : &p->slot, attempts, &text);
+
+  switch (dcp_plan_after (out, r->s->retry, r->state != NULL))
+    {
+    case DCP_AFTER_OWE:
+      dcp_sender_owe (r, p->token, &p->slot, g_get_real_time ());
+      return FALSE;
+    case DCP_AFTER_DROP:
+      dcp_log (LOG_WARNING,
+               "%s: the cache is unusable, so the push can be neither owed nor "
+               "counted: dropped",
                p->shown);
       return FALSE;
-    case DCP_SLOT_LIMITED:
-      dcp_log (LOG_INFO, "%s: rate-limited", p->shown);
-      return FALSE;
-    case DCP_SLOT_COVERED:
-      dcp_log (LOG_INFO, "%s: rate-limited, a trailing push is already pending", p->shown);
-      return FALSE;
-    case DCP_SLOT_TRAILING:
-      if (spawn_trailing (r, p->token, &p->slot, &error))
-        {
-          dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", p->shown);
-          return FALSE;
-        }
-      dcp_log (LOG_WARNING, "%s: %s; pushing now instead", p->shown, error->message);
-      close (p->slot.pending_fd);
-      p->slot = (DcpSlot) DCP_SLOT_INIT;
-      p->stateless = TRUE;
+    case DCP_AFTER_CALLER:
+      if (*failure == NULL)
+        *failure = g_strdup_printf ("%s %s", p->shown, text);
       return TRUE;
-    case DCP_SLOT_PUSH:
+    case DCP_AFTER_DONE:
+    case DCP_AFTER_GONE:
     default:
-      return TRUE;
+      if (p->slot.owed_fd >= 0)
+        dcp_state_owed_end (r->state, p->token, g_steal_fd (&p->slot.owed_fd));
+      g_ptr_array_add (retry->done, g_strdup (p->hash));
+      return FALSE;
     }
 }
 
-static DcpStatus
-run_deliver (Run *r, int fd)
+static DcpMessage *
+read_message (int fd)
 {
-  gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
-  guint n;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) header = NULL;
-  g_autoptr (DcpMessage) msg = NULL;
-  g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
-  g_auto (DcpRetry) retry
-      = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
-  DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
-  gboolean transient = FALSE;
-  g_autofree gchar *failure = NULL;
-  gint64 now = g_get_real_time ();
-  DcpVerdict verdict;
+  g_autoptr (GBytes) header = dcp_message_read_header_block (fd, NULL, &error);
+  DcpMessage *msg;
 
-  g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
-  header = dcp_message_read_header_block (fd, NULL, &error);
   if (header == NULL)
     {
       dcp_log (LOG_WARNING, "%s; notifying anyway", error->message);
-      g_clear_error (&error);
       header = g_bytes_new (NULL, 0);
     }
   msg = dcp_message_new_from_bytes (g_bytes_get_data (header, NULL), g_bytes_get_size (header));
   if (msg->truncated)
     dcp_log (LOG_WARNING, "header block longer than %d bytes; deciding on its start",
              DCP_MESSAGE_HEADER_MAX);
-  verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
+  return msg;
+}
 
-  /* devices are refreshed on every run, whatever the message */
-  if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
-    open_state (r, !dry);
-  load_tokens (r, !dry);
-  n = r->tokens->len;
-  if (n == 0)
-    dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
-  if (verdict == DCP_VERDICT_NOTIFY)
-    {
-      if (r->state != NULL)
-        (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
-      g_array_set_size (plans, n);
-      for (guint i = 0; i < n; i++)
-        {
-          Plan *p = &g_array_index (plans, Plan, i);
-          p->token = g_ptr_array_index (r->tokens, i);
-          plan_token (r, p, &retry, now, dry);
-        }
-    }
-
-  /* the caller's pipe is read to EOF before any network work */
-  if (!dcp_message_drain (fd, NULL, &error))
-    dcp_log (LOG_WARNING, "%s", error->message);
+/* A run that pushes nothing: say why (and, dry, what would be done). */
+static DcpStatus
+report_only (DcpRun *r, const DcpMessage *msg, DcpVerdict verdict, GArray *plans)
+{
+  gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
 
   if (verdict != DCP_VERDICT_NOTIFY)
+    dcp_log (LOG_INFO, "message %s: %s", msg->message_id ? msg->message_id : "(no Message-ID)",
+             dcp_verdict_to_string (verdict));
+  for (guint i = 0; dry && i < r->tokens->len; i++)
     {
-      dcp_log (LOG_INFO, "message %s: %s", msg->message_id ? msg->message_id : "(no Message-ID)",
-               dcp_verdict_to_string (verdict));
-      for (guint i = 0; dry && i < n; i++)
-        {
-          g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->tokens, i));
-          printf ("%s %s\n", dcp_verdict_to_string (verdict), shown);
-        }
-      return DCP_STATUS_DONE;
+      g_autofree gchar *shown = dcp_token_display (g_ptr_array_index (r->tokens, i));
+      const Plan *p = verdict == DCP_VERDICT_NOTIFY ? &g_array_index (plans, Plan, i) : NULL;
+      printf ("%s %s\n",
+              p == NULL ? dcp_verdict_to_string (verdict)
+              : p->done ? "already-notified"
+                        : dcp_slot_kind_to_string (p->slot.kind),
+              shown);
     }
-  if (dry)
-    {
-      for (guint i = 0; i < n; i++)
-        {
-          Plan *p = &g_array_index (plans, Plan, i);
-          printf ("%s %s\n", p->done ? "already-notified" : slot_word (p->slot.kind), p->shown);
-        }
-      return DCP_STATUS_DONE;
-    }
+  return DCP_STATUS_DONE;
+}
 
-  r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
-  for (guint i = 0; i < n; i++)
+static void
+plan_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, gboolean dry)
+{
+  gint64 now = g_get_real_time ();
+
+  if (r->state != NULL)
+    (void) dcp_state_retry_load (r->state, msg->key, retry, NULL);
+  g_array_set_size (plans, r->tokens->len);
+  for (guint i = 0; i < r->tokens->len; i++)
     {
       Plan *p = &g_array_index (plans, Plan, i);
-      g_autofree gchar *text = NULL;
-
-      if (!settle_token (r, p))
-        continue;
-      if (push_token (r, p->token, p->stateless ? NULL : &p->slot, 0, &text))
-        g_ptr_array_add (retry.done, g_strdup (p->hash));
-      else
-        {
-          transient = TRUE;
-          if (failure == NULL)
-            failure = g_strdup_printf ("%s %s", p->shown, text);
-        }
+      p->token = g_ptr_array_index (r->tokens, i);
+      plan_token (r, p, retry, now, dry);
     }
+}
 
+static DcpStatus
+push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans)
+{
+  g_autofree gchar *failure = NULL;
+  gboolean transient = FALSE;
+
+  dcp_run_start_budget (r);
+  for (guint i = 0; i < plans->len; i++)
+    {
+      Plan *p = &g_array_index (plans, Plan, i);
+      if (settle_token (r, p) && push_planned (r, p, retry, &failure))
+        transient = TRUE;
+    }
   if (!transient)
     {
-      if (r->state != NULL && retry.failures > 0)
+      if (r->state != NULL && retry->failures > 0)
         dcp_state_retry_clear (r->state, msg->key);
       return DCP_STATUS_DONE;
     }
-  if (note_failure (r, msg, &retry, now / G_USEC_PER_SEC) == DCP_STATUS_DONE)
+  if (note_failure (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC) == DCP_STATUS_DONE)
     return DCP_STATUS_DONE;
   dcp_log_fatal_line ("notification failed, will retry: %s", failure);
   return DCP_STATUS_TRANSIENT;
 }
 
+static DcpStatus
+run_deliver (DcpRun *r, int fd)
+{
+  gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DcpMessage) msg = read_message (fd);
+  g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
+  g_auto (DcpRetry) retry
+      = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
+  DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
+  DcpVerdict verdict = dcp_decide (msg, &policy, g_get_real_time () / G_USEC_PER_SEC);
+
+  g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
+  /* devices are refreshed on every run, whatever the message */
+  if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
+    dcp_run_open_state (r, !dry);
+  load_tokens (r, !dry);
+  if (r->tokens->len == 0)
+    dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
+  if (verdict == DCP_VERDICT_NOTIFY)
+    plan_all (r, msg, &retry, plans, dry);
+
+  /* the caller's pipe is read to EOF before any network work */
+  if (!dcp_message_drain (fd, NULL, &error))
+    dcp_log (LOG_WARNING, "%s", error->message);
+  if (verdict != DCP_VERDICT_NOTIFY || dry)
+    return report_only (r, msg, verdict, plans);
+  return push_all (r, msg, &retry, plans);
+}
+
 DcpStatus
 dcp_run (DcpSettings *s, int input_fd)
 {
-  g_auto (Run) r = { .s = s };
+  g_auto (DcpRun) r = { .s = s };
 
   switch (s->mode)
     {
     case DCP_MODE_STATUS:
       return run_status (&r);
     case DCP_MODE_PING:
-      r.deadline = g_get_monotonic_time () + s->timeout * G_USEC_PER_SEC;
+      dcp_run_start_budget (&r);
       return run_ping (&r);
     case DCP_MODE_TRAILING:
-      return run_trailing (&r);
+      return dcp_sender_run_trailing (&r);
+    case DCP_MODE_OWED:
+      return dcp_sender_run_owed (&r);
     case DCP_MODE_DELIVER:
     case DCP_MODE_DRY_RUN:
     default:

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Command line, environment and config file, merged by precedence.
  *
- * Option values start out "unset" (-1, NULL, FALSE), so we can tell what
- * the command line said from what it left to the config file.  Lists given
- * on the command line replace the config file's; tokens from argv and
+ * Every option is described once, in `options` below: its names, config
+ * key, type, default, help and where it lands in DcpSettings.  The
+ * GOptionEntry array, the config file's keys, the defaults, --help's
+ * "(default: ...)" and the cleanup all come from that table.  Values are
+ * first collected as given (unset: NULL or FALSE), so we can tell what the
+ * command line said from what it left to the config file.  Lists given on
+ * the command line replace the config file's; tokens from argv and
  * --token-file are merged with each other and replace the config file's
  * `tokens` and `token-file`. */
 #include "config.h"
@@ -17,41 +21,12 @@
 #include <unistd.h>
 
 #include "dcp-error.h"
+#include "dcp-plan.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
 
 #define GROUP "deltachat-push"
 #define TOKEN_FILE_MAX (1024 * 1024)
-
-DcpSettings *
-dcp_settings_new (void)
-{
-  DcpSettings *s = g_new0 (DcpSettings, 1);
-  s->tokens = g_ptr_array_new_with_free_func (g_free);
-  s->warnings = g_ptr_array_new_with_free_func (g_free);
-  s->window = 10;
-  s->max_age = 86400;
-  s->timeout = 8;
-  s->trailing = TRUE;
-  s->due = -1;
-  return s;
-}
-
-void
-dcp_settings_free (DcpSettings *s)
-{
-  if (s == NULL)
-    return;
-  g_ptr_array_unref (s->tokens);
-  g_ptr_array_unref (s->warnings);
-  g_free (s->url);
-  g_free (s->cacert);
-  g_strfreev (s->self);
-  g_free (s->cache_root);
-  g_free (s->dovecot_metadata);
-  g_free (s->help);
-  g_free (s);
-}
 
 static gchar *
 expand_home (const gchar *path)
@@ -64,11 +39,9 @@ expand_home (const gchar *path)
 static gboolean
 add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *where, GError **error)
 {
-  g_autoptr (GError) local = NULL;
-
-  if (!dcp_token_validate (token, strlen (token), &local))
+  if (!dcp_token_validate (token, strlen (token), error))
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", where, local->message);
+      g_prefix_error (error, "%s: ", where);
       return FALSE;
     }
   if (g_hash_table_add (seen, g_strdup (token)))
@@ -109,10 +82,10 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
                      g_strdup_printf ("token file %s is readable by others (mode %04o); "
                                       "chmod 600 it",
                                       path, (unsigned) (st.st_mode & 07777)));
-  tokens = dcp_token_list_parse (text, len, &local);
+  tokens = dcp_token_list_parse (text, len, error);
   if (tokens == NULL)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s, %s", path, local->message);
+      g_prefix_error (error, "token file %s, ", path);
       return FALSE;
     }
   if (tokens->len == 0)
@@ -120,29 +93,6 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
   for (guint i = 0; i < tokens->len; i++)
     if (!add_token (s, seen, g_ptr_array_index (tokens, i), path, error))
       return FALSE;
-  return TRUE;
-}
-
-/* A --cacert FILE must be there and readable now: a run that finds out
- * only when it pushes would count a typo as a failed push. */
-static gboolean
-check_cacert (const gchar *file, gchar **out, GError **error)
-{
-  g_autofree gchar *path = expand_home (file);
-  struct stat st;
-  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-
-  if (fd < 0 || fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
-    {
-      int saved = fd < 0 ? errno : EINVAL;
-      if (fd >= 0)
-        close (fd);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "--cacert %s: %s", path,
-                   saved == EINVAL ? "not a regular file" : g_strerror (saved));
-      return FALSE;
-    }
-  close (fd);
-  *out = g_steal_pointer (&path);
   return TRUE;
 }
 
@@ -162,6 +112,7 @@ parse_seconds (const gchar *what, const gchar *text, gint64 *out, GError **error
   return TRUE;
 }
 
+/* Takes in. */
 static gchar **
 lower_addresses (gchar **in)
 {
@@ -180,79 +131,187 @@ lower_addresses (gchar **in)
         g_ptr_array_add (out, g_ascii_strdown (a, -1));
     }
   g_ptr_array_add (out, NULL);
+  g_strfreev (in);
   return (gchar **) g_ptr_array_free (out, FALSE);
 }
 
+typedef enum {
+  OPT_STRING,  /* gchar *, as given */
+  OPT_LIST,    /* gchar **, repeatable; a list in the config file */
+  OPT_SECONDS, /* gint64, a whole number of seconds */
+  OPT_FLAG,    /* gboolean, TRUE when given (on either side) */
+  OPT_NO_FLAG, /* gboolean, FALSE when given */
+} OptType;
+
 typedef struct {
-  gchar **token_files;
-  gchar *config;
-  gchar *url;
-  gchar *cacert;
-  gchar *window;
-  gchar **self;
-  gchar *max_age;
-  gboolean chat_only;
-  gchar *timeout;
-  gboolean best_effort;
-  gboolean no_trailing;
-  gboolean dry_run;
-  gboolean ping;
-  gboolean status;
-  gboolean verbose;
-  gboolean version;
-  gboolean help;
-  gboolean trailing_child;
-  gchar *due;
-  gchar *dovecot_metadata;
-  gchar **rest;
+  const gchar *name; /* long option, or NULL: config file only */
+  gchar short_name;
+  const gchar *key; /* config key, or NULL: command line only */
+  OptType type;
+  const gchar *def;  /* the default, also shown in --help, or NULL */
+  const gchar *help; /* NULL: hidden (the detached sender's own options) */
+  const gchar *arg;
+  goffset field; /* where it lands in DcpSettings, or NONE: see parse */
+} Option;
+
+#define FIELD(f) G_STRUCT_OFFSET (DcpSettings, f)
+#define NONE (-1)
+#define CONFIG_DEFAULT "$XDG_CONFIG_HOME/deltachat-push/config"
+
+/* clang-format off */
+static const Option options[] = {
+  { "token-file", 't', "token-file", OPT_LIST, NULL,
+    "Read push tokens from FILE, one per line (repeatable)", "FILE", NONE },
+  { NULL, 0, "tokens", OPT_LIST, NULL, NULL, NULL, NONE },
+  { "config", 'c', NULL, OPT_STRING, CONFIG_DEFAULT,
+    "Read settings from FILE", "FILE", NONE },
+  { "url", 'u', "url", OPT_STRING, DCP_DEFAULT_URL,
+    "Notification proxy URL", "URL", FIELD (url) },
+  { "cacert", 0, "cacert", OPT_STRING, NULL,
+    "Trust only the CA certificates in FILE, not the system's store", "FILE", FIELD (cacert) },
+  { "window", 'w', "window", OPT_SECONDS, "10",
+    "Per-token coalescing window, 0 turns rate limiting off", "SECONDS", FIELD (window) },
+  { "self", 0, "self", OPT_LIST, NULL,
+    "Skip mail From this address of the account's own (repeatable)", "ADDRESS", FIELD (self) },
+  { "max-age", 0, "max-age", OPT_SECONDS, "86400",
+    "Skip mail that reached the server longer ago, 0 = off", "SECONDS", FIELD (max_age) },
+  { "chat-only", 0, "chat-only", OPT_FLAG, NULL,
+    "Skip mail without Chat-Version", NULL, FIELD (chat_only) },
+  { "timeout", 0, "timeout", OPT_SECONDS, "8",
+    "Wall-clock budget for the network part of a run", "SECONDS", FIELD (timeout) },
+  { "retry", 0, "retry", OPT_STRING, "background",
+    "Who retries a failed push: background (a detached process) or caller (exit 75)",
+    "MODE", FIELD (retry_name) },
+  { "best-effort", 0, "best-effort", OPT_FLAG, NULL,
+    "With --retry=caller: never exit 75, log transient failures and exit 0", NULL,
+    FIELD (best_effort) },
+  { "no-trailing", 0, "no-trailing", OPT_NO_FLAG, NULL,
+    "No trailing push for mail that arrives inside the window", NULL, FIELD (trailing) },
+  { "dovecot-metadata", 0, "dovecot-metadata", OPT_STRING, NULL,
+    "Also push the device tokens Delta Chat stored in this Dovecot metadata file", "FILE",
+    FIELD (dovecot_metadata) },
+  { "dry-run", 'n', NULL, OPT_FLAG, NULL,
+    "Read and decide, print the decision per token, send nothing, change nothing", NULL, NONE },
+  { "ping", 0, NULL, OPT_FLAG, NULL,
+    "Send a push to each token now (no stdin, no rate limit) and print the result", NULL, NONE },
+  { "status", 0, NULL, OPT_FLAG, NULL,
+    "Print each token's last push, pending trailing push, gone mark and owed push", NULL, NONE },
+  { "verbose", 'v', "verbose", OPT_FLAG, NULL,
+    "Also log every decision to stderr", NULL, FIELD (verbose) },
+  { "version", 'V', NULL, OPT_FLAG, NULL, "Print the version and exit", NULL, NONE },
+  { "help", 'h', NULL, OPT_FLAG, NULL, "Show this help and exit", NULL, NONE },
+  { "trailing-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
+  { "owed-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
+  { "due", 0, NULL, OPT_STRING, NULL, NULL, NULL, NONE },
+};
+/* clang-format on */
+
+#define N_OPTIONS G_N_ELEMENTS (options)
+
+/* The values as given, one per option, before defaults. */
+typedef union {
+  gchar *str;
+  gchar **strv;
+  gboolean flag;
+} Value;
+
+typedef struct {
+  Value v[N_OPTIONS];
+  gchar **rest; /* the TOKENs */
 } Cli;
+
+static gboolean
+is_pointer (OptType type)
+{
+  return type == OPT_STRING || type == OPT_LIST || type == OPT_SECONDS;
+}
+
+static void
+free_value (OptType type, gpointer p)
+{
+  if (type == OPT_LIST)
+    g_strfreev (*(gchar ***) p);
+  else if (is_pointer (type))
+    g_free (*(gchar **) p);
+}
 
 static void
 cli_clear (Cli *c)
 {
-  g_strfreev (c->token_files);
-  g_free (c->config);
-  g_free (c->url);
-  g_free (c->cacert);
-  g_free (c->window);
-  g_strfreev (c->self);
-  g_free (c->max_age);
-  g_free (c->timeout);
-  g_free (c->due);
-  g_free (c->dovecot_metadata);
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    free_value (options[i].type, &c->v[i]);
   g_strfreev (c->rest);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Cli, cli_clear)
 
+static Value *
+value (Cli *c, const gchar *key)
+{
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (g_strcmp0 (options[i].name, key) == 0 || g_strcmp0 (options[i].key, key) == 0)
+      return &c->v[i];
+  g_return_val_if_reached (NULL);
+}
+
+DcpSettings *
+dcp_settings_new (void)
+{
+  DcpSettings *s = g_new0 (DcpSettings, 1);
+  s->tokens = g_ptr_array_new_with_free_func (g_free);
+  s->warnings = g_ptr_array_new_with_free_func (g_free);
+  s->trailing = TRUE;
+  s->due = -1;
+  dcp_schedule_init (&s->schedule);
+  return s;
+}
+
+void
+dcp_settings_free (DcpSettings *s)
+{
+  if (s == NULL)
+    return;
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (options[i].field != NONE && options[i].type != OPT_SECONDS)
+      free_value (options[i].type, G_STRUCT_MEMBER_P (s, options[i].field));
+  g_ptr_array_unref (s->tokens);
+  g_ptr_array_unref (s->warnings);
+  g_free (s->cache_root);
+  g_free (s->help);
+  g_free (s);
+}
+
 /* Dovecot runs sieve programs with HOME, USER and RECIPIENT set: the
  * file's ~ and relative paths are taken from HOME, as Dovecot does, and
  * the account's own mail causes no push, as on chatmail relays. */
 static void
-dovecot_metadata (DcpSettings *s, Cli *c)
+dovecot_metadata (DcpSettings *s)
 {
   const gchar *own[] = { g_getenv ("USER"), g_getenv ("RECIPIENT") };
   GPtrArray *self = g_ptr_array_new ();
-  const gchar *file = c->dovecot_metadata;
+  g_autofree gchar *file = g_steal_pointer (&s->dovecot_metadata);
 
   s->dovecot_metadata = g_path_is_absolute (file) || g_str_has_prefix (file, "~/")
                             ? expand_home (file)
                             : g_build_filename (g_get_home_dir (), file, NULL);
-  for (gchar **p = c->self; p != NULL && *p != NULL; p++)
+  for (gchar **p = s->self; p != NULL && *p != NULL; p++)
     g_ptr_array_add (self, *p);
   for (gsize i = 0; i < G_N_ELEMENTS (own); i++)
     if (own[i] != NULL && strchr (own[i], '@') != NULL)
       g_ptr_array_add (self, g_strdup (own[i]));
   g_ptr_array_add (self, NULL);
-  g_free (c->self);
-  c->self = (gchar **) g_ptr_array_free (self, FALSE);
+  g_free (s->self);
+  s->self = (gchar **) g_ptr_array_free (self, FALSE);
 }
 
-static const gchar *const config_keys[] = {
-  "tokens",  "token-file",       "url",     "window",      "self",
-  "max-age", "chat-only",        "timeout", "best-effort", "no-trailing",
-  "verbose", "dovecot-metadata", "cacert",  NULL,
-};
+static gboolean
+is_config_key (const gchar *key)
+{
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (g_strcmp0 (options[i].key, key) == 0)
+      return TRUE;
+  return FALSE;
+}
 
 static gboolean
 check_config_keys (GKeyFile *kf, const gchar *path, GError **error)
@@ -269,13 +328,23 @@ check_config_keys (GKeyFile *kf, const gchar *path, GError **error)
       }
   keys = g_key_file_get_keys (kf, GROUP, NULL, NULL);
   for (gchar **k = keys; k != NULL && *k != NULL; k++)
-    if (!g_strv_contains (config_keys, *k))
+    if (!is_config_key (*k))
       {
         g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: unknown key \"%s\"", path,
                      *k);
         return FALSE;
       }
   return TRUE;
+}
+
+/* GKeyFile's errors, in our domain, with the file named. */
+static gboolean
+config_error (GError **error, GError *local, const gchar *path)
+{
+  local->domain = DCP_ERROR;
+  local->code = DCP_ERROR_INVALID;
+  g_propagate_prefixed_error (error, local, "config %s: ", path);
+  return FALSE;
 }
 
 static gboolean
@@ -288,10 +357,7 @@ config_bool (GKeyFile *kf, const gchar *path, const gchar *key, gboolean *out, G
     return TRUE;
   v = g_key_file_get_boolean (kf, GROUP, key, &local);
   if (local != NULL)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: %s", path, local->message);
-      return FALSE;
-    }
+    return config_error (error, g_steal_pointer (&local), path);
   *out = *out || v;
   return TRUE;
 }
@@ -306,10 +372,7 @@ config_string (GKeyFile *kf, const gchar *path, const gchar *key, gchar **out, G
     return TRUE;
   v = g_key_file_get_string (kf, GROUP, key, &local);
   if (v == NULL)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: %s", path, local->message);
-      return FALSE;
-    }
+    return config_error (error, g_steal_pointer (&local), path);
   *out = g_strstrip (v);
   return TRUE;
 }
@@ -324,107 +387,117 @@ config_list (GKeyFile *kf, const gchar *path, const gchar *key, gchar ***out, GE
     return TRUE;
   v = g_key_file_get_string_list (kf, GROUP, key, NULL, &local);
   if (v == NULL)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: %s", path, local->message);
-      return FALSE;
-    }
+    return config_error (error, g_steal_pointer (&local), path);
   *out = v;
   return TRUE;
 }
 
+/* One option's value from the config file, unless the command line gave
+ * it already. */
 static gboolean
-config_seconds (GKeyFile *kf, const gchar *path, const gchar *key, gchar **out, GError **error)
+config_value (GKeyFile *kf, const gchar *path, const Option *o, Value *v, GError **error)
 {
-  g_autofree gchar *what = g_strdup_printf ("config %s: %s", path, key);
-  gint64 ignored;
-
-  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  return config_string (kf, path, key, out, error) && parse_seconds (what, *out, &ignored, error);
+  switch (o->type)
+    {
+    case OPT_LIST:
+      return config_list (kf, path, o->key, &v->strv, error);
+    case OPT_FLAG:
+    case OPT_NO_FLAG:
+      return config_bool (kf, path, o->key, &v->flag, error);
+    case OPT_SECONDS:
+      {
+        g_autofree gchar *what = g_strdup_printf ("config %s: %s", path, o->key);
+        gint64 ignored;
+        gboolean had = v->str != NULL;
+        return config_string (kf, path, o->key, &v->str, error)
+               && (had || v->str == NULL || parse_seconds (what, v->str, &ignored, error));
+      }
+    case OPT_STRING:
+    default:
+      return config_string (kf, path, o->key, &v->str, error);
+    }
 }
 
 /* Merge the config file into whatever the command line left unset. */
 static gboolean
-read_config (Cli *c, gchar ***config_tokens, GError **error)
+read_config (Cli *c, GError **error)
 {
   g_autofree gchar *path = NULL;
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autoptr (GError) local = NULL;
-  gboolean explicit = c->config != NULL;
+  const gchar *given = value (c, "config")->str;
+  gboolean cli_tokens = value (c, "token-file")->strv != NULL || (c->rest && c->rest[0]);
 
-  path = explicit ? expand_home (c->config)
-                  : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
-  if (!explicit && !g_file_test (path, G_FILE_TEST_EXISTS))
+  path = given ? expand_home (given)
+               : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
+  if (given == NULL && !g_file_test (path, G_FILE_TEST_EXISTS))
     return TRUE;
   if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local))
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: %s", path, local->message);
-      return FALSE;
-    }
+    return config_error (error, g_steal_pointer (&local), path);
   if (!check_config_keys (kf, path, error))
     return FALSE;
-  if (c->token_files == NULL && (c->rest == NULL || c->rest[0] == NULL))
+  for (gsize i = 0; i < N_OPTIONS; i++)
     {
-      if (!config_list (kf, path, "tokens", config_tokens, error)
-          || !config_list (kf, path, "token-file", &c->token_files, error))
+      const Option *o = &options[i];
+      gboolean token_source
+          = g_strcmp0 (o->key, "tokens") == 0 || g_strcmp0 (o->key, "token-file") == 0;
+      if (o->key == NULL || (token_source && cli_tokens))
+        continue;
+      if (!config_value (kf, path, o, &c->v[i], error))
         return FALSE;
     }
-  return config_string (kf, path, "url", &c->url, error)
-         && config_string (kf, path, "cacert", &c->cacert, error)
-         && config_seconds (kf, path, "window", &c->window, error)
-         && config_list (kf, path, "self", &c->self, error)
-         && config_seconds (kf, path, "max-age", &c->max_age, error)
-         && config_seconds (kf, path, "timeout", &c->timeout, error)
-         && config_string (kf, path, "dovecot-metadata", &c->dovecot_metadata, error)
-         && config_bool (kf, path, "chat-only", &c->chat_only, error)
-         && config_bool (kf, path, "best-effort", &c->best_effort, error)
-         && config_bool (kf, path, "no-trailing", &c->no_trailing, error)
-         && config_bool (kf, path, "verbose", &c->verbose, error);
+  return TRUE;
+}
+
+static GOptionArg
+option_arg (OptType type)
+{
+  switch (type)
+    {
+    case OPT_LIST:
+      return G_OPTION_ARG_FILENAME_ARRAY;
+    case OPT_FLAG:
+    case OPT_NO_FLAG:
+      return G_OPTION_ARG_NONE;
+    case OPT_STRING:
+    case OPT_SECONDS:
+    default:
+      return G_OPTION_ARG_FILENAME;
+    }
+}
+
+/* The GOptionEntry array, from the table; help texts (with the default)
+ * are kept in strings. */
+static GOptionEntry *
+make_entries (Cli *c, GPtrArray *strings)
+{
+  GOptionEntry *e = g_new0 (GOptionEntry, N_OPTIONS + 2);
+  guint n = 0;
+
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    {
+      const Option *o = &options[i];
+      gchar *help = NULL;
+      if (o->name == NULL)
+        continue;
+      if (o->help != NULL)
+        g_ptr_array_add (strings, help = o->def
+                                             ? g_strdup_printf ("%s (default: %s)", o->help, o->def)
+                                             : g_strdup (o->help));
+      e[n++] = (GOptionEntry){
+        o->name, o->short_name, o->help ? 0 : G_OPTION_FLAG_HIDDEN, option_arg (o->type), &c->v[i],
+        help,    o->arg
+      };
+    }
+  e[n++] = (GOptionEntry){ G_OPTION_REMAINING, 0,    0,         G_OPTION_ARG_FILENAME_ARRAY,
+                           &c->rest,           NULL, "[TOKEN…]" };
+  return e;
 }
 
 static GOptionContext *
-make_context (Cli *c)
+make_context (Cli *c, GPtrArray *strings)
 {
-  const GOptionEntry entries[] = {
-    { "token-file", 't', 0, G_OPTION_ARG_FILENAME_ARRAY, &c->token_files,
-      "Read push tokens from FILE, one per line (repeatable)", "FILE" },
-    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &c->config,
-      "Read settings from FILE (default: $XDG_CONFIG_HOME/deltachat-push/config)", "FILE" },
-    { "url", 'u', 0, G_OPTION_ARG_FILENAME, &c->url,
-      "Notification proxy URL (default: " DCP_DEFAULT_URL ")", "URL" },
-    { "cacert", 0, 0, G_OPTION_ARG_FILENAME, &c->cacert,
-      "Trust only the CA certificates in FILE (default: the system's)", "FILE" },
-    { "window", 'w', 0, G_OPTION_ARG_FILENAME, &c->window,
-      "Per-token coalescing window, 0 turns rate limiting off (default: 10)", "SECONDS" },
-    { "self", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->self,
-      "Skip mail From this address of the account's own (repeatable)", "ADDRESS" },
-    { "max-age", 0, 0, G_OPTION_ARG_FILENAME, &c->max_age,
-      "Skip mail that reached the server longer ago, 0 = off (default: 86400)", "SECONDS" },
-    { "chat-only", 0, 0, G_OPTION_ARG_NONE, &c->chat_only, "Skip mail without Chat-Version", NULL },
-    { "timeout", 0, 0, G_OPTION_ARG_FILENAME, &c->timeout,
-      "Wall-clock budget for the network part of a run (default: 8)", "SECONDS" },
-    { "best-effort", 0, 0, G_OPTION_ARG_NONE, &c->best_effort,
-      "Never exit 75: log transient failures and exit 0", NULL },
-    { "no-trailing", 0, 0, G_OPTION_ARG_NONE, &c->no_trailing,
-      "No trailing push for mail that arrives inside the window", NULL },
-    { "dovecot-metadata", 0, 0, G_OPTION_ARG_FILENAME, &c->dovecot_metadata,
-      "Also push the device tokens Delta Chat stored in this Dovecot metadata file", "FILE" },
-    { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &c->dry_run,
-      "Read and decide, print the decision per token, send nothing, change nothing", NULL },
-    { "ping", 0, 0, G_OPTION_ARG_NONE, &c->ping,
-      "Send a push to each token now (no stdin, no rate limit) and print the result", NULL },
-    { "status", 0, 0, G_OPTION_ARG_NONE, &c->status,
-      "Print each token's last push, pending trailing push and gone mark", NULL },
-    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &c->verbose, "Also log every decision to stderr",
-      NULL },
-    { "version", 'V', 0, G_OPTION_ARG_NONE, &c->version, "Print the version and exit", NULL },
-    { "help", 'h', 0, G_OPTION_ARG_NONE, &c->help, "Show this help and exit", NULL },
-    { "trailing-child", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &c->trailing_child, NULL,
-      NULL },
-    { "due", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &c->due, NULL, NULL },
-    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->rest, NULL, "[TOKEN…]" },
-    { NULL },
-  };
+  g_autofree GOptionEntry *entries = make_entries (c, strings);
   GOptionContext *ctx = g_option_context_new ("- push Delta Chat devices when mail arrives");
 
   g_option_context_set_help_enabled (ctx, FALSE);
@@ -437,63 +510,77 @@ make_context (Cli *c)
   return ctx;
 }
 
-gboolean
-dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
+/* One option into DcpSettings: its value, or else its default. */
+static gboolean
+apply (DcpSettings *s, const Option *o, const Value *v, GError **error)
 {
-  g_auto (Cli) c = { 0 };
-  g_autoptr (GOptionContext) ctx = make_context (&c);
-  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  g_auto (GStrv) args = g_new0 (gchar *, argc + 1);
-  g_auto (GStrv) config_tokens = NULL;
-  g_autoptr (GError) local = NULL;
-  gchar **argp = args;
-  int n = argc;
-  const gchar *env_url;
-  int modes;
+  gpointer field = G_STRUCT_MEMBER_P (s, o->field);
+  const gchar *text = is_pointer (o->type) && v->str != NULL ? v->str : o->def;
+  g_autofree gchar *what = g_strconcat ("--", o->name, NULL);
 
-  for (int i = 0; i < argc; i++)
-    args[i] = g_strdup (argv[i]);
-  if (!g_option_context_parse_strv (ctx, &argp, &local))
+  switch (o->type)
     {
-      (void) n;
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help)", local->message);
-      return FALSE;
-    }
-  if (c.help)
-    {
-      s->mode = DCP_MODE_HELP;
-      s->help = g_option_context_get_help (ctx, TRUE, NULL);
+    case OPT_SECONDS:
+      return parse_seconds (what, text, field, error);
+    case OPT_LIST:
+      *(gchar ***) field = g_strdupv (v->strv);
+      return TRUE;
+    case OPT_FLAG:
+      *(gboolean *) field = v->flag;
+      return TRUE;
+    case OPT_NO_FLAG:
+      *(gboolean *) field = !v->flag;
+      return TRUE;
+    case OPT_STRING:
+    default:
+      *(gchar **) field = g_strdup (text);
       return TRUE;
     }
-  if (c.version)
-    {
-      s->mode = DCP_MODE_VERSION;
-      return TRUE;
-    }
-  modes = !!c.dry_run + !!c.ping + !!c.status + !!c.trailing_child;
-  if (modes > 1)
+}
+
+static gboolean
+parse_mode (DcpSettings *s, Cli *c, GError **error)
+{
+  static const struct {
+    const gchar *name;
+    DcpMode mode;
+  } modes[] = {
+    { "help", DCP_MODE_HELP },       { "version", DCP_MODE_VERSION },
+    { "dry-run", DCP_MODE_DRY_RUN }, { "ping", DCP_MODE_PING },
+    { "status", DCP_MODE_STATUS },   { "trailing-child", DCP_MODE_TRAILING },
+    { "owed-child", DCP_MODE_OWED },
+  };
+  guint n = 0;
+
+  s->mode = DCP_MODE_DELIVER;
+  for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
+    if (value (c, modes[i].name)->flag)
+      {
+        /* --help and --version win over everything */
+        if (i < 2)
+          return (s->mode = modes[i].mode, TRUE);
+        s->mode = modes[i].mode;
+        n++;
+      }
+  if (n > 1)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
                            "--dry-run, --ping and --status exclude each other");
       return FALSE;
     }
-  s->mode = c.dry_run          ? DCP_MODE_DRY_RUN
-            : c.ping           ? DCP_MODE_PING
-            : c.status         ? DCP_MODE_STATUS
-            : c.trailing_child ? DCP_MODE_TRAILING
-                               : DCP_MODE_DELIVER;
+  return TRUE;
+}
 
-  /* the environment sits between the command line and the config file */
-  env_url = g_getenv ("DELTACHAT_PUSH_URL");
-  if (c.url == NULL && env_url != NULL && *env_url != '\0')
-    c.url = g_strdup (env_url);
-  if (s->mode != DCP_MODE_TRAILING && !read_config (&c, &config_tokens, error))
-    return FALSE;
+static gboolean
+collect_tokens (DcpSettings *s, Cli *c, gchar **config_tokens, GError **error)
+{
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  gchar **files = value (c, "token-file")->strv;
 
-  for (gchar **t = c.rest; t != NULL && *t != NULL; t++)
+  for (gchar **t = c->rest; t != NULL && *t != NULL; t++)
     {
       g_autofree gchar *where
-          = g_strdup_printf ("token %d on the command line", (int) (t - c.rest) + 1);
+          = g_strdup_printf ("token %d on the command line", (int) (t - c->rest) + 1);
       if (!add_token (s, seen, *t, where, error))
         return FALSE;
     }
@@ -503,42 +590,119 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
       if (*tok != '\0' && !add_token (s, seen, tok, "config tokens", error))
         return FALSE;
     }
-  for (gchar **f = c.token_files; f != NULL && *f != NULL; f++)
+  for (gchar **f = files; f != NULL && *f != NULL; f++)
     if (!add_token_file (s, seen, *f, error))
       return FALSE;
+  return TRUE;
+}
 
-  s->url = g_strdup (c.url ? c.url : DCP_DEFAULT_URL);
-  if (!dcp_url_check (s->url, error)
-      || (c.cacert != NULL && !check_cacert (c.cacert, &s->cacert, error)))
-    return FALSE;
-  if ((c.window && !parse_seconds ("--window", c.window, &s->window, error))
-      || (c.max_age && !parse_seconds ("--max-age", c.max_age, &s->max_age, error))
-      || (c.timeout && !parse_seconds ("--timeout", c.timeout, &s->timeout, error)))
+/* A --cacert FILE must be there and readable now: a run that finds out
+ * only when it pushes would count a typo as a failed push. */
+static gboolean
+check_cacert (DcpSettings *s, GError **error)
+{
+  g_autofree gchar *path = expand_home (s->cacert);
+  struct stat st;
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+  if (fd < 0 || fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
+    {
+      int saved = fd < 0 ? errno : EINVAL;
+      if (fd >= 0)
+        close (fd);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "--cacert %s: %s", path,
+                   saved == EINVAL ? "not a regular file" : g_strerror (saved));
+      return FALSE;
+    }
+  close (fd);
+  g_free (s->cacert);
+  s->cacert = g_steal_pointer (&path);
+  return TRUE;
+}
+
+/* The settings only code can check, once every option is in place. */
+static gboolean
+check_settings (DcpSettings *s, Cli *c, GError **error)
+{
+  const gchar *due = value (c, "due")->str;
+  const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
+
+  if (!dcp_url_check (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
+      || (s->cacert != NULL && !check_cacert (s, error)))
     return FALSE;
   if (s->timeout == 0)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "--timeout must be at least 1");
       return FALSE;
     }
-  if (c.due != NULL && !g_ascii_string_to_signed (c.due, 10, 0, G_MAXINT64, &s->due, NULL))
+  if (due != NULL && !g_ascii_string_to_signed (due, 10, 0, G_MAXINT64, &s->due, NULL))
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "bad --due");
       return FALSE;
     }
-  if (c.dovecot_metadata != NULL)
-    dovecot_metadata (s, &c);
-  s->self = lower_addresses (c.self);
-  s->chat_only = c.chat_only;
-  s->best_effort = c.best_effort;
-  s->trailing = !c.no_trailing;
-  s->verbose = c.verbose;
-  s->cache_root = g_strdup (g_get_user_cache_dir ());
-
-  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->dovecot_metadata == NULL)
+  if (schedule != NULL && *schedule != '\0' && !dcp_schedule_parse (schedule, &s->schedule, error))
+    {
+      g_prefix_error (error, "DCP_RETRY_SCHEDULE: ");
+      return FALSE;
+    }
+  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_OWED
+      && s->dovecot_metadata == NULL)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
                            "no push token given (TOKEN, --token-file or the config file)");
       return FALSE;
     }
   return TRUE;
+}
+
+static gboolean
+parse_args (Cli *c, GOptionContext *ctx, int argc, char **argv, GError **error)
+{
+  g_auto (GStrv) args = g_new0 (gchar *, argc + 1);
+  g_autoptr (GError) local = NULL;
+  gchar **argp = args;
+
+  for (int i = 0; i < argc; i++)
+    args[i] = g_strdup (argv[i]);
+  if (!g_option_context_parse_strv (ctx, &argp, &local))
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help)", local->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
+{
+  g_auto (Cli) c = { 0 };
+  g_autoptr (GPtrArray) strings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GOptionContext) ctx = make_context (&c, strings);
+  gboolean detached;
+  Value *url = value (&c, "url");
+  const gchar *env_url = g_getenv ("DELTACHAT_PUSH_URL");
+
+  if (!parse_args (&c, ctx, argc, argv, error) || !parse_mode (s, &c, error))
+    return FALSE;
+  if (s->mode == DCP_MODE_HELP)
+    s->help = g_option_context_get_help (ctx, TRUE, NULL);
+  if (s->mode == DCP_MODE_HELP || s->mode == DCP_MODE_VERSION)
+    return TRUE;
+  detached = s->mode == DCP_MODE_TRAILING || s->mode == DCP_MODE_OWED;
+
+  /* the environment sits between the command line and the config file */
+  if (url->str == NULL && env_url != NULL && *env_url != '\0')
+    url->str = g_strdup (env_url);
+  if (!detached && !read_config (&c, error))
+    return FALSE;
+  if (!collect_tokens (s, &c, value (&c, "tokens")->strv, error))
+    return FALSE;
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (options[i].field != NONE && !apply (s, &options[i], &c.v[i], error))
+      return FALSE;
+  if (s->dovecot_metadata != NULL)
+    dovecot_metadata (s);
+  s->self = lower_addresses (g_steal_pointer (&s->self));
+  s->cache_root = g_strdup (g_get_user_cache_dir ());
+  return check_settings (s, &c, error);
 }

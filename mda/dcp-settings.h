@@ -6,6 +6,8 @@
 
 #include <glib.h>
 
+#include "dcp-plan.h"
+
 #define DCP_DEFAULT_URL "https://notifications.delta.chat/notify"
 
 typedef enum {
@@ -16,6 +18,7 @@ typedef enum {
   DCP_MODE_HELP,
   DCP_MODE_VERSION,
   DCP_MODE_TRAILING, /* internal: the detached trailing push */
+  DCP_MODE_OWED,     /* internal: the detached owed push */
 } DcpMode;
 
 typedef struct {
@@ -29,6 +32,9 @@ typedef struct {
   gboolean chat_only;
   gint64 timeout; /* seconds */
   gboolean best_effort;
+  DcpRetryMode retry;
+  gchar *retry_name;    /* as given; parsed into retry */
+  DcpSchedule schedule; /* of an owed push; DCP_RETRY_SCHEDULE shortens it */
   gboolean trailing;
   gboolean verbose;
   gchar *cache_root;

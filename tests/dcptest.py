@@ -11,6 +11,8 @@ Results are reported as TAP, one line per test method, for meson.
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,25 @@ WRAPPER = shlex.split(os.environ.get("DCP_WRAPPER", ""))
 SLOW = float(os.environ.get("DCP_SLOW", "4" if WRAPPER else "1"))
 
 TOKEN = "fcm-chat.delta:dGVzdC10b2tlbi0x/Zm9v+YmFy=="
+
+
+def unused_port():
+    """A loopback port nothing listens on (connections are refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, step=0.05):
+    """Poll pred until it is true or timeout seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
 
 
 def message(headers=None, body="Hello.\n", from_addr="alice@example.org",
@@ -77,10 +98,31 @@ class TestCase(unittest.TestCase):
         self.servers = []
 
     def tearDown(self):
+        for pid in self.owed_pids():
+            os.kill(pid, signal.SIGKILL)
         for s in self.servers:
             s.stop()
         # trailing pushes may still sleep: let them see the server gone
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def owed_pids(self):
+        """The owed-push processes of this test's cache, found through
+        /proc by their argument and environment, never by name."""
+        mark = ("XDG_CACHE_HOME=" + self.env["XDG_CACHE_HOME"]).encode()
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open("/proc/%s/environ" % d, "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"--owed-child" in argv and mark in env:
+                pids.append(int(d))
+        return pids
 
     @property
     def cache(self):

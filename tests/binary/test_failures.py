@@ -1,25 +1,20 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""410, transient failures, retries and their cap, signals, the cache."""
+"""410, transient failures, retries and their cap, signals, the cache.
+
+The transient failures here are those of --retry=caller (exit 75, the
+caller retries, capped per message); test_retry.py has the default,
+--retry=background."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message  # noqa: E402
-
-
-def unused_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from dcptest import SLOW, TOKEN, message, unused_port  # noqa: E402
 
 
 class Failures(dcptest.TestCase):
@@ -45,13 +40,13 @@ class Failures(dcptest.TestCase):
 
     def test_500_then_success(self):
         srv = self.server(statuses=["500"])
-        r = self.run_bin(["-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "-u", srv.url, TOKEN], message())
         self.assertDone(r)
         self.assertEqual(srv.bodies(), [TOKEN.encode()] * 2)
 
     def test_transient_statuses_retry_in_budget(self):
         srv = self.server(default="503")
-        r = self.run_bin(["--timeout", "2", "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--timeout", "2", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
         self.assertIn("HTTP 503", r.stderr)
         self.assertGreaterEqual(len(srv.requests), 2)
@@ -59,26 +54,26 @@ class Failures(dcptest.TestCase):
 
     def test_redirect_not_followed(self):
         srv = self.server(default="redirect")
-        r = self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
         self.assertEqual({q.path for q in srv.requests}, {"/notify"})
 
     def test_connection_refused(self):
         url = "http://127.0.0.1:%d/notify" % unused_port()
-        r = self.run_bin(["--timeout", "2", "-u", url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--timeout", "2", "-u", url, TOKEN], message())
         self.assertTempfail(r)
         self.assertLess(r.elapsed, 2 + 1.5 * SLOW)
 
     def test_server_never_answers(self):
         srv = self.server(default="hang")
-        r = self.run_bin(["--timeout", "2", "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--timeout", "2", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
         self.assertGreaterEqual(r.elapsed, 1.9)
         self.assertLess(r.elapsed, 2 + 1.5 * SLOW)
 
     def test_default_budget_under_dovecot_timeout(self):
         srv = self.server(default="hang")
-        r = self.run_bin(["-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
         self.assertLess(r.elapsed, 9.5 if SLOW == 1 else 30)
 
@@ -87,7 +82,7 @@ class Failures(dcptest.TestCase):
                               ("huge", 0)]:
             with self.subTest(fault=fault):
                 srv = self.server(default=fault)
-                r = self.run_bin(["-w", "0", "--timeout", "2", "-u", srv.url,
+                r = self.run_bin(["--retry=caller", "-w", "0", "--timeout", "2", "-u", srv.url,
                                   TOKEN], message())
                 # a 200 status line is enough: the body is not awaited
                 # beyond the budget nor read without bound
@@ -97,24 +92,24 @@ class Failures(dcptest.TestCase):
     def test_retry_cap_five_runs(self):
         srv = self.server(default="503")
         msg = message()
-        codes = [self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN],
+        codes = [self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN],
                               msg).returncode for _ in range(5)]
         self.assertEqual(codes, [75, 75, 75, 75, 0])
         # the cap is per message: another message is retried again
-        self.assertTempfail(self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN],
+        self.assertTempfail(self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN],
                                          message()))
 
     def test_retry_cap_one_hour(self):
         srv = self.server(default="503")
         msg = message()
-        self.assertTempfail(self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN], msg))
+        self.assertTempfail(self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN], msg))
         retry = [n for n in os.listdir(self.cache) if n.startswith("retry-")]
         self.assertEqual(len(retry), 1)
         path = os.path.join(self.cache, retry[0])
         count, first = open(path).read().split("\n")[0].split()
         with open(path, "w") as f:
             f.write("%s %d\n" % (count, int(first) - 3601))
-        r = self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN], msg)
+        r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN], msg)
         self.assertDone(r)
         self.assertFalse(os.path.exists(path))
 
@@ -127,13 +122,13 @@ class Failures(dcptest.TestCase):
             msg = (b"Return-Path: <a@example.org>\nDelivered-To: b@example.org\n"
                    b"Received: from imap by host with IMAP4 getmail6 for <b@x>; "
                    b"22 Nov 2026 04:0%d:00 -0000\n" % i) + base
-            codes.append(self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN],
+            codes.append(self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN],
                                       msg).returncode)
         self.assertEqual(codes, [75, 75, 75, 75, 0])
 
     def test_best_effort(self):
         url = "http://127.0.0.1:%d/notify" % unused_port()
-        r = self.run_bin(["--best-effort", "--timeout", "1", "-u", url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--best-effort", "--timeout", "1", "-u", url, TOKEN], message())
         self.assertDone(r)
 
     def test_one_of_two_tokens_fails(self):
@@ -142,7 +137,7 @@ class Failures(dcptest.TestCase):
         srv = self.server()
         # the first token is accepted, the second fails for the whole budget
         srv.set_statuses(["200"], default="503")
-        r = self.run_bin(["--timeout", "1", "-u", srv.url, good, bad], msg)
+        r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, good, bad], msg)
         self.assertTempfail(r)
         n = len(srv.requests)
         self.assertEqual(srv.requests[0].body, good.encode())
@@ -150,7 +145,7 @@ class Failures(dcptest.TestCase):
         # the retry: the token that was notified is not pushed again, not
         # even by a trailing push
         srv.set_statuses([], default="200")
-        r = self.run_bin(["-w", "1", "--timeout", "1", "-u", srv.url, good, bad], msg)
+        r = self.run_bin(["--retry=caller", "-w", "1", "--timeout", "1", "-u", srv.url, good, bad], msg)
         self.assertDone(r)
         time.sleep(1.5)
         self.assertEqual([q.body for q in srv.requests[n:]], [bad.encode()])
@@ -237,11 +232,14 @@ class Cache(dcptest.TestCase):
         self.assertEqual(os.listdir(target), [])
 
     def test_no_cache_gives_up_instead_of_retrying_forever(self):
+        # without a cache the try can be neither counted nor owed: dropped
         blocker = self.write("not-a-dir", "x")
         url = "http://127.0.0.1:%d/notify" % unused_port()
-        r = self.run_bin(["--timeout", "1", "-u", url, TOKEN], message(),
-                         env={"XDG_CACHE_HOME": os.path.join(blocker, "cache")})
-        self.assertDone(r)
+        for mode in ("caller", "background"):
+            with self.subTest(mode=mode):
+                r = self.run_bin(["--retry=" + mode, "--timeout", "1", "-u", url, TOKEN],
+                                 message(), env={"XDG_CACHE_HOME": os.path.join(blocker, "cache")})
+                self.assertDone(r)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ class Faults(dcptest.TestCase):
             # e.g. inside a chroot, whose / is no mount point
             self.skipTest("no private mount namespace here: " + probe.stderr.strip())
         cache = os.path.join(self.tmp, "full")
-        os.mkdir(cache)
+        os.makedirs(cache, exist_ok=True)
         script = ('mount -t tmpfs -o size=64k,nr_inodes=64 tmpfs "$1" && '
                   'mkdir -p "$1/deltachat-push" && '
                   '(dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null; true) && '
@@ -46,12 +46,16 @@ class Faults(dcptest.TestCase):
         self.assertEqual(srv.bodies(), [TOKEN.encode()])
 
     def test_full_filesystem_failure_is_bounded(self):
-        srv = self.server(default="503")
-        r = self.in_full_tmpfs(["--timeout", "1", "-u", srv.url, TOKEN], message())
-        # the try cannot be counted on a full disk, so it is not retried
-        # forever either: logged and given up
-        self.assertDone(r)
-        self.assertGreaterEqual(len(srv.requests), 1)
+        # the try can be neither counted (--retry=caller) nor owed (the
+        # default) on a full disk, so it is not retried forever either:
+        # logged and given up
+        for mode in ("caller", "background"):
+            with self.subTest(mode=mode):
+                srv = self.server(default="503")
+                r = self.in_full_tmpfs(["--retry=" + mode, "--timeout", "1", "-u", srv.url,
+                                        TOKEN], message())
+                self.assertDone(r)
+                self.assertGreaterEqual(len(srv.requests), 1)
 
     def test_killed_mid_request_is_not_lost(self):
         srv = self.server(statuses=["hang"])

@@ -167,7 +167,7 @@ class Metadata(dcptest.TestCase):
         day = time.strftime("%Y-%m-%dT", time.gmtime())
         for line, tok in zip(lines, (B, A)):
             self.assertTrue(line.startswith(tok[:8] + "… last-push="), line)
-            self.assertIn(' result="200 ok" pending=none gone=no source=%s '
+            self.assertIn(' result="200 ok" pending=none gone=no owed=no source=%s '
                           'seen=%s' % (self.dict, day), line)
         # --status changes nothing and reads no file
         os.unlink(self.dict)

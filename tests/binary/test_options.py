@@ -214,14 +214,14 @@ class Options(dcptest.TestCase):
     def test_status(self):
         r = self.run_bin(["--status", TOKEN], None)
         self.assertDone(r)
-        self.assertEqual(r.stdout, '%s… last-push=never result="none" pending=none gone=no\n'
+        self.assertEqual(r.stdout, '%s… last-push=never result="none" pending=none gone=no owed=no\n'
                          % TOKEN[:8])
         srv = self.server()
         self.assertDone(self.run_bin(["-u", srv.url, "-w", "60", TOKEN], message()))
         self.assertDone(self.run_bin(["-u", srv.url, "-w", "60", TOKEN], message()))
         r = self.run_bin(["--status", TOKEN], None)
         self.assertRegex(r.stdout, r'^%s… last-push=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ '
-                         r'result="200 ok" pending=\d{4}-\S+Z gone=no\n$' % TOKEN[:8])
+                         r'result="200 ok" pending=\d{4}-\S+Z gone=no owed=no\n$' % TOKEN[:8])
         self.assertEqual(len(srv.requests), 1)
 
     def test_verbose(self):
@@ -242,7 +242,7 @@ class Options(dcptest.TestCase):
     def test_timeout_option(self):
         srv = self.server(default="hang")
         t0 = time.monotonic()
-        r = self.run_bin(["--timeout", "1", "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
         self.assertLess(time.monotonic() - t0, 1 + 1.5 * dcptest.SLOW)
 

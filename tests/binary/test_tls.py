@@ -61,10 +61,11 @@ class TlsCase(dcptest.TestCase):
         self.servers.append(s)
         return s
 
-    def push(self, url, *args, timeout="8", cacert=True):
+    def push(self, url, *args, timeout="8", cacert=True, retry="caller"):
+        """With --retry=caller (the exit-75 contract) unless told otherwise."""
         extra = ["--cacert", pki().ca] if cacert else []
-        return self.run_bin(extra + ["--timeout", timeout, "-w", "0", "-u", url]
-                            + list(args) + [TOKEN], message())
+        return self.run_bin(extra + ["--retry=" + retry, "--timeout", timeout, "-w", "0",
+                                     "-u", url] + list(args) + [TOKEN], message())
 
     def assertCertRefused(self, r, srv, meaning):
         """75, one line naming the certificate problem, nothing sent, one
@@ -158,8 +159,22 @@ class Https(TlsCase):
 
     def test_cacert_of_another_ca(self):
         srv = self.tls_server()
-        r = self.run_bin(["--cacert", pki().other_ca, "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["--retry=caller", "--cacert", pki().other_ca, "-u", srv.url, TOKEN],
+                         message())
         self.assertCertRefused(r, srv, r"issuer|unknown|verify")
+
+    def test_unknown_ca_in_background_mode_is_owed(self):
+        # the default: the caller sees 0 and nothing on stderr, the push
+        # is owed (a certificate may be fixed within the retry schedule)
+        srv = self.tls_server(cert=pki().unknown)
+        r = self.push(srv.url, retry="background")
+        self.assertDone(r)
+        self.assertEqual(r.stderr, "")
+        status = self.run_bin(["--status", TOKEN], None)
+        self.assertDone(status)
+        self.assertRegex(status.stdout, r"owed=\d{4}-\d\d-\d\dT[^ ]* next-try=\d{4}-.* tries=1")
+        time.sleep(0.2)
+        self.assertEqual(srv.requests, [])
 
     def test_unknown_ca_default_trust(self):
         # no --cacert: the system store, which does not hold the test CA
@@ -234,7 +249,7 @@ class HandshakeFaults(TlsCase):
     def peak_rss(self, url, budget):
         out = os.path.join(self.tmp, "rss")
         cmd = ["/usr/bin/time", "-f", "%M", "-o", out] + self.cmd(
-            ["--cacert", pki().ca, "--timeout", budget, "-w", "0", "-u", url, TOKEN],
+            ["--retry=caller", "--cacert", pki().ca, "--timeout", budget, "-w", "0", "-u", url, TOKEN],
             wrap=False)
         t0 = time.monotonic()
         p = subprocess.run(cmd, input=message(), capture_output=True, env=self.env,

@@ -274,6 +274,8 @@ class World:
         """A stand-in for /usr/local/bin/deltachat-push: runs the real
         binary under /usr/bin/time (peak RSS) with the endpoint URL (file
         'url') and --window=0 (or the content of the file 'window') added, and logs one line per run:
+        With --retry=caller, so that run.py's scenarios see the exit-75
+        contract with real callers, unless set_retry() says otherwise.
             start end exitcode maxrss_kb stdin-kind
         It execs nothing else and adds nothing to stdout or stderr.  If
         the file 'capture' exists, stdin is also copied to capture.N."""
@@ -294,13 +296,21 @@ if [ -e %(t)s/window ]; then
     window=$(/bin/cat %(t)s/window)
     XDG_CACHE_HOME=%(t)s/cache-window$window
 fi
+retry=caller
+if [ -e %(t)s/retry ]; then
+    retry=$(/bin/cat %(t)s/retry)
+    DCP_RETRY_SCHEDULE=$(/bin/cat %(t)s/retry-schedule)
+    DCP_RETRY_LOG=%(t)s/detached.log
+    export DCP_RETRY_SCHEDULE DCP_RETRY_LOG
+fi
 rss=%(t)s/rss.$$
 if [ -e %(t)s/capture ]; then
     /usr/bin/tee %(t)s/capture.$$ | /usr/bin/time -f %%M -o "$rss" \
-        %(bin)s --url="$url" --window="$window" "$@"
+        %(bin)s --url="$url" --window="$window" --retry="$retry" "$@"
     rc=$?
 else
-    /usr/bin/time -f %%M -o "$rss" %(bin)s --url="$url" --window="$window" "$@"
+    /usr/bin/time -f %%M -o "$rss" %(bin)s --url="$url" --window="$window" \
+        --retry="$retry" "$@"
     rc=$?
 fi
 end=$(/bin/date +%%s.%%N)
@@ -312,6 +322,13 @@ exit $rc
         with open(self.wrapper, "w") as f:
             f.write(script)
         os.chmod(self.wrapper, 0o755)
+
+    def set_retry(self, mode, schedule=""):
+        """--retry=MODE for the runs from now on, and DCP_RETRY_SCHEDULE."""
+        with open(self.path("retry-schedule"), "w") as f:
+            f.write(schedule)
+        with open(self.path("retry"), "w") as f:
+            f.write(mode)
 
     def set_window(self, seconds):
         with open(self.path("window"), "w") as f:

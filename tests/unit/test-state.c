@@ -93,12 +93,10 @@ claim (Fixture *f, const gchar *token, gint64 now, gint64 window, gboolean trail
 static DcpSlot
 peek (Fixture *f, const gchar *token, gint64 now, gint64 window, gboolean trailing)
 {
-  g_autoptr (GError) error = NULL;
   DcpSlot slot;
 
   memset (&slot, 0x55, sizeof slot);
-  g_assert_true (dcp_state_peek (f->state, token, now, window, trailing, &slot, &error));
-  g_assert_no_error (error);
+  dcp_state_peek (f->state, token, now, window, trailing, &slot);
   g_assert_cmpint (slot.pending_fd, ==, -1);
   g_assert_cmpint (slot.claimed, ==, -1);
   return slot;
@@ -127,12 +125,10 @@ push_ok (Fixture *f, const gchar *token, gint64 now)
 static DcpTokenStatus
 status_of (Fixture *f, const gchar *token)
 {
-  g_autoptr (GError) error = NULL;
   DcpTokenStatus st;
 
   memset (&st, 0x55, sizeof st);
-  g_assert_true (dcp_state_get_status (f->state, token, &st, &error));
-  g_assert_no_error (error);
+  dcp_state_get_status (f->state, token, &st);
   return st;
 }
 
@@ -1463,6 +1459,98 @@ test_device_cap_and_damage (Fixture *f, gconstpointer data)
   g_assert_cmpuint (devices->len, ==, DCP_STATE_DEVICES_MAX);
 }
 
+/* ---------------------------------------------------------------- owed */
+
+static int
+owe (Fixture *f, gint64 first, guint tries)
+{
+  g_autoptr (GError) error = NULL;
+  DcpOwed o = { first, tries, first + 8 * SEC, 4242 };
+  int fd = -2;
+
+  g_assert_true (dcp_state_owe (f->state, TOKEN, &o, &fd, &error));
+  g_assert_no_error (error);
+  return fd;
+}
+
+static void
+test_owed_covers (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  DcpTokenStatus st = { 0 };
+  DcpOwed o;
+  DcpSlot slot;
+  int fd;
+
+  (void) data;
+  fd = owe (f, T0, 1);
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_true (dcp_state_owed_read (fd, &o, &error));
+  g_assert_cmpint (o.first, ==, T0);
+  g_assert_cmpuint (o.tries, ==, 1);
+  g_assert_cmpint (o.next, ==, T0 + 8 * SEC);
+  g_assert_cmpint (o.pid, ==, 4242);
+  /* while it lives, messages are covered, and no second mark is made */
+  slot = claim (f, TOKEN, T0 + SEC, W, TRUE);
+  g_assert_cmpint (slot.kind, ==, DCP_SLOT_OWED);
+  g_assert_cmpint (owe (f, T0 + SEC, 1), ==, -1);
+  dcp_state_get_status (f->state, TOKEN, &st);
+  g_assert_true (st.owed && st.owed_live);
+  g_assert_cmpuint (st.owed_mark.tries, ==, 1);
+  dcp_token_status_clear (&st);
+  /* its try is claimed like a push: a message now gets a trailing push */
+  g_assert_true (dcp_state_owed_try (f->state, TOKEN, T0 + 8 * SEC, &slot, &error));
+  g_assert_cmpint (slot.claimed, ==, T0 + 8 * SEC);
+  g_assert_cmpint (claim (f, TOKEN, T0 + 9 * SEC, W, TRUE).kind, ==, DCP_SLOT_TRAILING);
+  dcp_state_owed_end (f->state, TOKEN, fd);
+  dcp_state_get_status (f->state, TOKEN, &st);
+  g_assert_false (st.owed);
+  dcp_token_status_clear (&st);
+}
+
+static void
+test_owed_stale_taken_over (Fixture *f, gconstpointer data)
+{
+  DcpSlot slot, again;
+  int fd;
+
+  (void) data;
+  fd = owe (f, T0, 2);
+  close (fd); /* its process died */
+  slot = claim (f, TOKEN, T0 + 100 * SEC, W, TRUE);
+  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
+  g_assert_cmpint (slot.owed_fd, >=, 0);
+  g_assert_cmpint (slot.owed.first, ==, T0);
+  g_assert_cmpuint (slot.owed.tries, ==, 2);
+  /* the run that took it over holds it: the next one is covered */
+  again = claim (f, TOKEN, T0 + 200 * SEC, 0, TRUE);
+  g_assert_cmpint (again.kind, ==, DCP_SLOT_OWED);
+  dcp_state_owed_end (f->state, TOKEN, slot.owed_fd);
+  g_assert_cmpint (claim (f, TOKEN, T0 + 300 * SEC, 0, TRUE).kind, ==, DCP_SLOT_PUSH);
+}
+
+static void
+test_owed_covers_trailing (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  DcpSlot slot, trailing;
+  gboolean owed = TRUE;
+  int fd;
+
+  (void) data;
+  slot = claim (f, TOKEN, T0, W, TRUE);
+  trailing = claim (f, TOKEN, T0 + SEC, W, TRUE);
+  g_assert_cmpint (trailing.kind, ==, DCP_SLOT_TRAILING);
+  /* the push fails and is owed; the trailing push then defers to it */
+  g_assert_true (dcp_state_finish (f->state, TOKEN, &slot, FALSE, T0 + SEC, "error", &error));
+  fd = owe (f, T0, 1);
+  g_assert_true (dcp_state_trailing_begin (f->state, TOKEN, trailing.pending_fd, T0 + W, &slot,
+                                           &owed, &error));
+  g_assert_false (owed);
+  close (trailing.pending_fd);
+  dcp_state_owed_end (f->state, TOKEN, fd);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1473,6 +1561,9 @@ main (int argc, char **argv)
 
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   g_test_add_func ("/state/open/permissions", test_open_permissions);
+  ADD ("/state/owed/covers", test_owed_covers);
+  ADD ("/state/owed/stale-taken-over", test_owed_stale_taken_over);
+  ADD ("/state/owed/covers-trailing", test_owed_covers_trailing);
   g_test_add_func ("/state/open/symlinked-dir", test_open_symlinked_dir);
   ADD ("/state/file-names", test_file_names);
   ADD ("/state/claim/first", test_claim_first);

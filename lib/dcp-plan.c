@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The run's decisions (see dcp-plan.h).  No I/O, no clock of its own. */
+#include "dcp-plan.h"
+
+#include <string.h>
+
+#include "dcp-error.h"
+
+/* a last-push time further in the future than this means the clock was
+ * stepped back: don't let it block pushes until the clock catches up */
+#define FUTURE_SLACK_US (2 * G_USEC_PER_SEC)
+
+/* Inside the window a push (or the try of an owed push) has just started:
+ * a trailing push follows it.  Outside it, a live owed push covers the
+ * message: it is a wake-up, and the device fetches everything new. */
+DcpSlotKind
+dcp_plan_token (const DcpTokenFacts *f, gint64 now, gint64 window, gboolean trailing)
+{
+  gboolean in_window;
+
+  g_return_val_if_fail (f != NULL, DCP_SLOT_PUSH);
+  if (f->gone)
+    return DCP_SLOT_GONE;
+  in_window
+      = window > 0 && f->last >= 0 && now - f->last < window && f->last <= now + FUTURE_SLACK_US;
+  if (in_window && !trailing)
+    return DCP_SLOT_LIMITED;
+  if (in_window)
+    return f->pending_live ? DCP_SLOT_COVERED : DCP_SLOT_TRAILING;
+  return f->owed_live ? DCP_SLOT_OWED : DCP_SLOT_PUSH;
+}
+
+const gchar *
+dcp_slot_kind_to_string (DcpSlotKind kind)
+{
+  switch (kind)
+    {
+    case DCP_SLOT_TRAILING:
+      return "trailing";
+    case DCP_SLOT_COVERED:
+      return "covered";
+    case DCP_SLOT_LIMITED:
+      return "rate-limited";
+    case DCP_SLOT_GONE:
+      return "gone";
+    case DCP_SLOT_OWED:
+      return "owed";
+    case DCP_SLOT_PUSH:
+    default:
+      return "notify";
+    }
+}
+
+gboolean
+dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
+{
+  if (g_strcmp0 (text, "background") == 0)
+    *mode = DCP_RETRY_BACKGROUND;
+  else if (g_strcmp0 (text, "caller") == 0)
+    *mode = DCP_RETRY_CALLER;
+  else
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "retry must be \"background\" or \"caller\", not \"%s\"", text);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Without a usable cache nothing can be owed, and retries cannot be
+ * counted: the callers that retry (getmail, fetchmail) would do so
+ * forever, so the push is dropped in both modes. */
+DcpAfter
+dcp_plan_after (DcpHttpOutcome outcome, DcpRetryMode mode, gboolean have_state)
+{
+  if (outcome == DCP_HTTP_OK)
+    return DCP_AFTER_DONE;
+  if (outcome == DCP_HTTP_GONE)
+    return DCP_AFTER_GONE;
+  if (!have_state)
+    return DCP_AFTER_DROP;
+  return mode == DCP_RETRY_CALLER ? DCP_AFTER_CALLER : DCP_AFTER_OWE;
+}
+
+gboolean
+dcp_retry_cap_reached (guint failures, gint64 first_s, gint64 now_s)
+{
+  return failures >= DCP_RETRY_CAP_RUNS
+         || (first_s >= 0 && now_s - first_s >= DCP_RETRY_CAP_SECONDS);
+}
+
+void
+dcp_schedule_init (DcpSchedule *s)
+{
+  static const gint64 relay[] = { 8, 64, 512, 4096 };
+
+  memset (s, 0, sizeof *s);
+  s->n = G_N_ELEMENTS (relay);
+  memcpy (s->step, relay, sizeof relay);
+  s->give_up = DCP_SCHEDULE_GIVE_UP;
+}
+
+/* "1,2,4": the steps, in seconds after the first failure. */
+gboolean
+dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
+{
+  g_auto (GStrv) parts = g_strsplit (text, ",", -1);
+  guint n = g_strv_length (parts);
+  DcpSchedule parsed;
+
+  dcp_schedule_init (s);
+  dcp_schedule_init (&parsed);
+  if (n == 0 || n > DCP_SCHEDULE_MAX)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "a retry schedule has 1 to %d steps, not \"%s\"", DCP_SCHEDULE_MAX, text);
+      return FALSE;
+    }
+  for (guint i = 0; i < n; i++)
+    {
+      guint64 v;
+      if (!g_ascii_string_to_unsigned (parts[i], 10, 1, DCP_SCHEDULE_GIVE_UP, &v, NULL)
+          || (i > 0 && (gint64) v <= parsed.step[i - 1]))
+        {
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                       "a retry schedule is increasing seconds, 1 to %d, not \"%s\"",
+                       DCP_SCHEDULE_GIVE_UP, text);
+          return FALSE;
+        }
+      parsed.step[i] = (gint64) v;
+    }
+  parsed.n = n;
+  *s = parsed;
+  return TRUE;
+}
+
+/* When the try after `tries` failed ones is due (µs, like first), or -1
+ * when the push is to be given up: the steps are used up, or the next one
+ * would fall after the give-up time. */
+gint64
+dcp_schedule_next (const DcpSchedule *s, gint64 first, guint tries)
+{
+  if (tries == 0)
+    return first;
+  if (tries > s->n || s->step[tries - 1] > s->give_up)
+    return -1;
+  return first + s->step[tries - 1] * G_USEC_PER_SEC;
+}
+
+/* An owed push found without its process (a reboot) is taken over only
+ * while it would still be tried. */
+gboolean
+dcp_schedule_expired (const DcpSchedule *s, gint64 first, gint64 now)
+{
+  return first < 0 || now - first >= s->give_up * G_USEC_PER_SEC;
+}
