@@ -3,29 +3,17 @@
 # Dovecot Pigeonhole Sieve script: keep every message as usual, and pipe a
 # copy of it to deltachat-push so a Delta Chat device is woken.
 #
-# Dovecot only runs programs from a directory the administrator chose.  Put
-# a link to the program there and enable the extension, e.g. in
-# /etc/dovecot/conf.d/90-sieve-extprograms.conf:
+# Dovecot only runs programs from a directory the administrator chose, and
+# only with the sieve_extprograms plugin.  For the line below, the
+# dovecot.conf part is in two files next to this one, one per syntax (see
+# `dovecot --version`):
 #
-#     plugin {
-#       sieve_plugins = sieve_extprograms
-#       # programs "pipe" may run, by file name:
-#       #   ln -s /usr/local/bin/deltachat-push /usr/lib/dovecot/sieve-pipe/
-#       sieve_pipe_bin_dir = /usr/lib/dovecot/sieve-pipe
-#       # let personal scripts (~/.dovecot.sieve) use "pipe"; only the
-#       # programs in sieve_pipe_bin_dir can be run:
-#       sieve_extensions = +vnd.dovecot.pipe
-#       # (For all users at once, use sieve_global_extensions instead and
-#       # install this script as sieve_after; then put a small wrapper in
-#       # sieve_pipe_bin_dir that runs deltachat-push with
-#       # --token-file="$HOME/...", as Dovecot sets HOME for each user.)
-#       # Dovecot kills the program after sieve_pipe_exec_timeout (10 s);
-#       # deltachat-push finishes well before (its HTTP timeout is 8 s).
-#     }
-#     protocol lda {
-#       mail_plugins = $mail_plugins sieve
-#     }
-#     # or, with LMTP: protocol lmtp { mail_plugins = $mail_plugins sieve }
+#     Dovecot 2.4 (Debian 13):  examples/dovecot-2.4-sieve.conf
+#     Dovecot 2.3 (Debian 12):  examples/dovecot-2.3-sieve.conf
+#
+# Copy the one for your version to /etc/dovecot/conf.d/ as its first lines
+# say (2.4 refuses 2.3 syntax, "The first setting must be
+# dovecot_config_version", and 2.3 refuses 2.4 syntax).
 #
 # Then add the lines below to the user's Sieve script (~/.dovecot.sieve),
 # after the rules that file mail away (spam, lists) if it should not wake

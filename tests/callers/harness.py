@@ -41,6 +41,7 @@ PH_HOME = "/home/alice"
 PH_CA = "/etc/ssl/certs/ca-certificates.crt"
 PH_PASSWORD_CMD = "/usr/bin/secret-tool"
 PH_PASSWORD = "secret-password"
+PH_SIEVE_BIN = "/usr/lib/dovecot/sieve-pipe"
 
 USER = "testuser"
 PASSWORD = "s3cret-test-password"
@@ -423,14 +424,7 @@ exit $rc
         os.makedirs(sieve_bin, exist_ok=True)
         self.sieve_bin = sieve_bin
         self.dovecot_log = os.path.join(d, "dovecot.log")
-        conf = DOVECOT_CONF % {
-            "d": d, "port": self.imaps_port, "user": self.user,
-            "group": self.group, "uid": self.uid, "cert": self.cert,
-            "key": key, "sieve_bin": sieve_bin,
-            "instance": "dcp-callers-%d" % os.getpid()}
-        self.dovecot_conf = os.path.join(d, "dovecot.conf")
-        with open(self.dovecot_conf, "w") as f:
-            f.write(conf)
+        self.dovecot_conf = self.write_dovecot_conf(d, key)
         self.dovecot = self.procs.start(
             ["/usr/sbin/dovecot", "-F", "-c", self.dovecot_conf],
             log=os.path.join(d, "master.out"), env=self.env())
@@ -438,6 +432,30 @@ exit $rc
             raise RuntimeError("dovecot did not start:\n%s\n%s" % (
                 tail(os.path.join(d, "master.out")), tail(self.dovecot_log)))
         return self.dovecot
+
+    def write_dovecot_conf(self, d, key):
+        """dovecot.conf in the syntax of the installed Dovecot, including
+        the example for that version (examples/dovecot-2.X-sieve.conf) with
+        only its sieve_pipe_bin_dir replaced, as a user would install it."""
+        full, version = dovecot_version()
+        self.tap.info("Dovecot %s: %s syntax, "
+                      "examples/dovecot-%s-sieve.conf" % (full, version, version))
+        sieve = self.example(
+            "dovecot-%s-sieve.conf" % version,
+            [(PH_SIEVE_BIN, self.sieve_bin)],
+            dest=os.path.join(d, "deltachat-push.conf"))
+        first, syntax = DOVECOT_SYNTAX[version]
+        values = {
+            "d": d, "port": self.imaps_port, "user": self.user,
+            "group": self.group, "uid": self.uid, "cert": self.cert,
+            "key": key, "sieve_conf": sieve,
+            "instance": "dcp-callers-%d" % os.getpid()}
+        values.update(version=first, syntax=syntax % values)
+        conf = DOVECOT_CONF % values
+        path = os.path.join(d, "dovecot.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        return path
 
     def stop_dovecot(self):
         if self.dovecot is not None:
@@ -553,8 +571,24 @@ def message(subject="test", received_ago=0, size=0, body=None, chat=True):
     return mid, (head + body).encode()
 
 
+def dovecot_version():
+    """(version, syntax): `dovecot --version` and which configuration
+    syntax that Dovecot reads, "2.3" or "2.4" ("2.4.1-4 (7d8c0e5759)" ->
+    "2.4"); 2.4 refuses 2.3's."""
+    out = subprocess.run(["/usr/sbin/dovecot", "--version"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    m = re.match(r"(\d+)\.(\d+)", out)
+    if not m:
+        raise RuntimeError("dovecot --version: %r" % out)
+    old = (int(m.group(1)), int(m.group(2))) < (2, 4)
+    return out, "2.3" if old else "2.4"
+
+
+# A private, unprivileged Dovecot: IMAPS on 127.0.0.1 for one passwd-file
+# user with a Maildir, and dovecot-lda with Sieve.  %(syntax)s is what 2.3
+# and 2.4 spell differently (DOVECOT_SYNTAX).
 DOVECOT_CONF = """\
-# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+%(version)s# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
 base_dir = %(d)s/run
 state_dir = %(d)s/state
 instance_name = %(instance)s
@@ -562,9 +596,6 @@ log_path = %(d)s/dovecot.log
 protocols = imap
 listen = 127.0.0.1
 ssl = required
-ssl_cert = <%(cert)s
-ssl_key = <%(key)s
-disable_plaintext_auth = yes
 auth_mechanisms = plain login
 default_internal_user = %(user)s
 default_internal_group = %(group)s
@@ -572,23 +603,14 @@ default_login_user = %(user)s
 first_valid_uid = %(uid)d
 last_valid_uid = 0
 first_valid_gid = 0
-mail_location = maildir:~/Maildir
 mailbox_idle_check_interval = 30 secs
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%%u %(d)s/passwd
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%%u %(d)s/passwd
-}
+%(syntax)s
 service imap-login {
   chroot =
   inet_listener imap {
     port = 0
   }
   inet_listener imaps {
-    address = 127.0.0.1
     port = %(port)d
     ssl = yes
   }
@@ -611,14 +633,45 @@ service stats {
   }
 }
 protocol lda {
-  mail_plugins = $mail_plugins sieve
   postmaster_address = postmaster@example.org
 }
-# As examples/deltachat-push.sieve says.
-plugin {
-  sieve = file:~/sieve;active=~/.dovecot.sieve
-  sieve_plugins = sieve_extprograms
-  sieve_extensions = +vnd.dovecot.pipe
-  sieve_pipe_bin_dir = %(sieve_bin)s
-}
+!include %(sieve_conf)s
 """
+
+# 2.4 wants dovecot_config_version first; its ssl_server_*_file take paths
+# (no "<"); auth_allow_cleartext replaces disable_plaintext_auth,
+# mail_driver and mail_path replace mail_location, passdb and userdb are
+# named blocks with passwd_file_path, and %%u is %%{user}.
+DOVECOT_SYNTAX = {
+    "2.3": ("", """\
+ssl_cert = <%(cert)s
+ssl_key = <%(key)s
+disable_plaintext_auth = yes
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%u %(d)s/passwd
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%%u %(d)s/passwd
+}"""),
+    "2.4": ("""\
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+""", """\
+ssl_server_cert_file = %(cert)s
+ssl_server_key_file = %(key)s
+auth_allow_cleartext = no
+mail_driver = maildir
+mail_path = ~/Maildir
+passdb passwd-file {
+  default_password_scheme = PLAIN
+  auth_username_format = %%{user}
+  passwd_file_path = %(d)s/passwd
+}
+userdb passwd-file {
+  auth_username_format = %%{user}
+  passwd_file_path = %(d)s/passwd
+}"""),
+}
