@@ -576,7 +576,8 @@ def dovecot_version():
     syntax that Dovecot reads, "2.3" or "2.4" ("2.4.1-4 (7d8c0e5759)" ->
     "2.4"); 2.4 refuses 2.3's."""
     out = subprocess.run(["/usr/sbin/dovecot", "--version"], check=True,
-                         capture_output=True, text=True).stdout.strip()
+                         capture_output=True, text=True,
+                         timeout=20).stdout.strip()
     m = re.match(r"(\d+)\.(\d+)", out)
     if not m:
         raise RuntimeError("dovecot --version: %r" % out)

@@ -22,7 +22,6 @@ import re
 import smtplib
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
@@ -117,12 +116,6 @@ userdb passwd-file {
 }
 
 
-def dovecot_major():
-    out = subprocess.run(["/usr/sbin/dovecot", "--version"],
-                         capture_output=True, text=True, timeout=20).stdout
-    return "2.4" if out.startswith("2.4") else "2.3"
-
-
 def fake_token(seed):
     """What core uploads: 'openpgp:' + base64 of an OpenPGP message."""
     raw = bytes((seed * 31 + i * 7) % 256 for i in range(660))
@@ -195,7 +188,7 @@ def upload(w, token, literal):
 # ---------------------------------------------------------------- world
 
 def start(w, tap):
-    major = dovecot_major()
+    _, major = harness.dovecot_version()
     d = w.path("dovecot")
     for sub in ("run", "state", "sieve-pipe", "sieve-after"):
         os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
