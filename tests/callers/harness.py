@@ -642,7 +642,7 @@ protocol lda {
 # 2.4 wants dovecot_config_version first; its ssl_server_*_file take paths
 # (no "<"); auth_allow_cleartext replaces disable_plaintext_auth,
 # mail_driver and mail_path replace mail_location, passdb and userdb are
-# named blocks with passwd_file_path, and %%u is %%{user}.
+# named blocks with passwd_file_path, and %u is %{user}.
 DOVECOT_SYNTAX = {
     "2.3": ("", """\
 ssl_cert = <%(cert)s
