@@ -53,6 +53,10 @@ default_login_user = %(user)s
 first_valid_uid = %(uid)d
 last_valid_uid = 0
 first_valid_gid = 0
+# no address-space limit on the services (256M by default): the lmtp
+# service runs deltachat-push, and AddressSanitizer builds of it reserve
+# terabytes of address space
+default_vsz_limit = %(unlimited)s
 postmaster_address = postmaster@example.org
 %(storage)s
 service imap-login {
@@ -92,7 +96,8 @@ service stats {
 """
 
 VERSIONS = {
-    "2.3": {"head": "", "listen": "address", "storage": """\
+    "2.3": {"head": "", "listen": "address", "unlimited": "0",
+            "storage": """\
 mail_location = maildir:~/Maildir
 passdb {
   driver = passwd-file
@@ -104,7 +109,8 @@ userdb {
 }"""},
     "2.4": {"head": "dovecot_config_version = 2.4.1\n"
             "dovecot_storage_version = 2.4.1\n",
-            "listen": "listen", "storage": """\
+            "listen": "listen", "unlimited": "unlimited",
+            "storage": """\
 mail_driver = maildir
 mail_path = ~/Maildir
 passdb passwd-file {
