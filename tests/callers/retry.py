@@ -139,7 +139,7 @@ for name, base, fn in (("getmail-retry", "getmail", scenario_getmail_retry),
                        ("sieve-retry", "sieve", scenario_sieve_retry)):
     run.TOOLS[name] = run.TOOLS[base]
     run.LIMITS[name] = 120
-    setattr(run, "scenario_" + name, fn)
+    setattr(run, "scenario_" + name.replace("-", "_"), fn)
 
 
 def main(argv):
