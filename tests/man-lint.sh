@@ -33,6 +33,13 @@ if [ -z "$page" ]; then
 	exit 2
 fi
 
+# A build with only the build dependencies may have no groff: say so and
+# skip (CI installs groff-base and fails on any skip).
+if ! command -v groff >/dev/null 2>&1; then
+	echo "1..0 # SKIP groff not installed (apt install groff-base)"
+	exit 0
+fi
+
 echo "1..8"
 failed=0
 
@@ -65,9 +72,7 @@ n=0
 for locale in C C.UTF-8; do
 	for device in "" -Tutf8 -Tascii; do
 		n=$((n + 1))
-		if ! command -v groff >/dev/null 2>&1; then
-			fail "$n - groff -ww (groff not installed; apt install groff-base)"
-		elif [ ! -r "$page" ]; then
+		if [ ! -r "$page" ]; then
 			fail "$n - groff -ww ($page not readable)"
 		else
 			silent $n "is silent" env LC_ALL=$locale \
