@@ -310,6 +310,8 @@ settle_token (DcpRun *r, Plan *p)
   if (text != NULL)
     {
       dcp_log (p->slot.kind == DCP_SLOT_GONE ? LOG_WARNING : LOG_INFO, "%s: %s", p->shown, text);
+      if (p->slot.kind == DCP_SLOT_OWED)
+        dcp_sender_poke_owed (r, p->token);
       return FALSE;
     }
   if (p->slot.kind != DCP_SLOT_TRAILING)

@@ -12,13 +12,17 @@
  * out since.  An owed push retries a failed one on the relays' schedule
  * (--retry=background), one try at a time, each claimed like a push so
  * the rate limit and the trailing push keep their promises; while it
- * lives, later messages for the token start nothing new. */
+ * lives, later messages for the token start nothing new: each only pokes
+ * it (SIGUSR1), and it tries at once instead of at its next step, since
+ * the proxy may be back. */
 #include "config.h"
 
 #include "dcp-sender.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,6 +33,8 @@
 #include "dcp-token.h"
 
 #define MARK_FD 3
+/* tries a round of the schedule makes for pokes, at most */
+#define POKES_MAX 100
 
 static void
 close_pair (int fd[2])
@@ -183,6 +189,7 @@ owed_mark (DcpRun *r, const gchar *shown, const gchar *token, DcpSlot *slot, gin
     {
       *o = slot->owed;
       o->tries++;
+      o->pid = -1; /* a dead process's: nobody is to poke it */
       fd = g_steal_fd (&slot->owed_fd);
       return fd;
     }
@@ -309,6 +316,61 @@ dcp_sender_run_trailing (DcpRun *r)
   return DCP_STATUS_DONE;
 }
 
+/* A message for a token whose push is owed: poke the owed process, which
+ * then tries at once.  Its mark holds its pid only while it lives (the
+ * lock tells), and it handles the signal before it writes the pid. */
+void
+dcp_sender_poke_owed (DcpRun *r, const gchar *token)
+{
+  DcpTokenStatus st = { 0 };
+
+  dcp_state_get_status (r->state, token, &st);
+  if (st.owed_live && st.owed_mark.pid > 1 && st.owed_mark.pid != getpid ())
+    (void) kill ((pid_t) st.owed_mark.pid, SIGUSR1);
+  dcp_token_status_clear (&st);
+}
+
+static volatile sig_atomic_t poked;
+
+static void
+on_poke (int sig)
+{
+  (void) sig;
+  poked = 1;
+}
+
+/* SIGUSR1 is blocked but while we sleep, so no poke is lost between the
+ * look at the flag and the sleep. */
+static void
+accept_pokes (sigset_t *while_asleep)
+{
+  struct sigaction sa = { 0 };
+  sigset_t usr1;
+
+  sa.sa_handler = on_poke;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGUSR1, &sa, NULL);
+  sigemptyset (&usr1);
+  sigaddset (&usr1, SIGUSR1);
+  sigprocmask (SIG_BLOCK, &usr1, while_asleep);
+  sigdelset (while_asleep, SIGUSR1);
+}
+
+/* Sleep until t (at most at_most µs); TRUE when a poke ended the sleep. */
+static gboolean
+sleep_or_poke (gint64 t, gint64 at_most, const sigset_t *while_asleep)
+{
+  gint64 left = CLAMP (t - g_get_real_time (), 0, at_most);
+  struct timespec ts = { left / G_USEC_PER_SEC, (left % G_USEC_PER_SEC) * 1000 };
+
+  if (!poked)
+    (void) ppoll (NULL, 0, &ts, while_asleep);
+  if (!poked)
+    return FALSE;
+  poked = 0;
+  return TRUE;
+}
+
 /* One try of the owed push.  TRUE when it is settled (delivered, gone,
  * or its mark was removed under it). */
 static gboolean
@@ -342,14 +404,65 @@ owed_try (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o)
   return TRUE;
 }
 
+/* When an owed push tries: at its schedule's steps, and when poked. */
+typedef struct {
+  gint64 give_up;  /* µs: the longest sleep */
+  gint64 spacing;  /* µs between a try and a poked one: a window, 1 s at least */
+  gint64 last_try; /* µs since the Epoch */
+  sigset_t asleep; /* the signal mask while asleep: pokes let in */
+} Pace;
+
+/* A try covers the messages that came before it: the pokes they sent
+ * (pending, while blocked) are spent. */
+static void
+spend_pokes (void)
+{
+  const struct timespec now = { 0, 0 };
+  sigset_t usr1;
+
+  sigemptyset (&usr1);
+  sigaddset (&usr1, SIGUSR1);
+  while (sigtimedwait (&usr1, NULL, &now) == SIGUSR1)
+    ;
+  poked = 0;
+}
+
+static gboolean
+paced_try (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o, Pace *pace)
+{
+  wait_window (r, token, FALSE);
+  spend_pokes ();
+  pace->last_try = g_get_real_time ();
+  return owed_try (r, token, shown, o);
+}
+
+/* One step of the schedule: the tries pokes ask for until it is due (a
+ * failed one leaves the schedule as it was; failed tries hold no claim,
+ * so they are spaced here), then the step's own.  TRUE once settled. */
+static gboolean
+owed_round (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o, Pace *pace)
+{
+  for (guint pokes = 0; pokes < POKES_MAX && sleep_or_poke (o->next, pace->give_up, &pace->asleep);
+       pokes++)
+    {
+      sleep_until (pace->last_try + pace->spacing, pace->spacing);
+      if (paced_try (r, token, shown, o, pace))
+        return TRUE;
+    }
+  sleep_until (o->next, pace->give_up);
+  return paced_try (r, token, shown, o, pace);
+}
+
 /* Retry until the push is settled or the schedule is used up.  Every
- * round makes one try (or gives up), so the loop is bounded by the
- * schedule's length. */
+ * round makes one scheduled try (or gives up), so the loop is bounded by
+ * the schedule's length. */
 DcpStatus
 dcp_sender_run_owed (DcpRun *r)
 {
   g_autofree gchar *token = read_token ();
   g_autofree gchar *shown = NULL;
+  Pace pace = { r->s->schedule.give_up * G_USEC_PER_SEC, MAX (r->s->window, 1) * G_USEC_PER_SEC,
+                g_get_real_time () };
   DcpOwed o;
 
   if (token == NULL)
@@ -361,6 +474,7 @@ dcp_sender_run_owed (DcpRun *r)
       dcp_log (LOG_WARNING, "%s: no usable cache or owed mark; the push is dropped", shown);
       return DCP_STATUS_DONE;
     }
+  accept_pokes (&pace.asleep);
   o.pid = getpid ();
   for (guint round = 0; round <= DCP_SCHEDULE_MAX; round++)
     {
@@ -368,9 +482,7 @@ dcp_sender_run_owed (DcpRun *r)
       if (o.next < 0)
         break;
       (void) dcp_state_owed_write (MARK_FD, &o, NULL);
-      sleep_until (o.next, r->s->schedule.give_up * G_USEC_PER_SEC);
-      wait_window (r, token, FALSE);
-      if (owed_try (r, token, shown, &o))
+      if (owed_round (r, token, shown, &o, &pace))
         {
           dcp_state_owed_end (r->state, token, MARK_FD);
           return DCP_STATUS_DONE;

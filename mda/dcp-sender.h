@@ -9,5 +9,6 @@
 gboolean dcp_sender_start_trailing (DcpRun *r, const gchar *token, const DcpSlot *slot,
                                     GError **error);
 void dcp_sender_owe (DcpRun *r, const gchar *token, DcpSlot *slot, gint64 failed_at);
+void dcp_sender_poke_owed (DcpRun *r, const gchar *token);
 DcpStatus dcp_sender_run_trailing (DcpRun *r);
 DcpStatus dcp_sender_run_owed (DcpRun *r);

@@ -95,9 +95,9 @@ class Retry(dcptest.TestCase):
         self.assertRegex(self.status(), r'result="error: HTTP 503" .* owed=no\n')
 
     def test_twenty_messages_while_owed(self):
-        step = 4 if SLOW == 1 else 30  # 20 runs under valgrind take ~17 s
+        step = 10 if SLOW == 1 else 40  # 20 runs under valgrind take ~17 s
         self.env["DCP_RETRY_SCHEDULE"] = str(step)
-        srv = self.server(statuses=["503"], default="200")
+        srv = self.server(default="503")
         t0 = time.time()
         self.assertDone(self.run_bin(["-w", "1", "-u", srv.url, TOKEN], message()))
         pids = self.owed_pids()
@@ -105,15 +105,53 @@ class Retry(dcptest.TestCase):
         for _ in range(20):
             r = self.run_bin(["-w", "1", "-u", srv.url, TOKEN], message())
             self.assertDone(r)
-        # nothing new was started, nothing sent: the owed push covers them
-        self.assertLess(time.time() - t0, step, "too slow to test coverage")
+        # nothing new was started: the owed push covers them; the messages
+        # only poke it, and it tries once for all that came before a try,
+        # a window (1 s) after its last one
+        spent = time.time() - t0
+        self.assertLess(spent, step - 3, "too slow to test coverage")
         self.assertEqual(self.owed_pids(), pids)
-        self.assertEqual(len(srv.requests), 1)
-        self.assertEqual(srv.wait_for(2, step + 3 * SLOW), 2)
-        # one push when the proxy is back, and no trailing push after it
+        self.assertGreaterEqual(srv.wait_for(2, 1 + 3 * SLOW), 2)
+        time.sleep(2.5)  # a poke sent during the last try gets one more
+        tries = len(srv.requests)
+        time.sleep(1.5)
+        times = [q.time - t0 for q in srv.requests]
+        self.assertEqual(len(times), tries, times)
+        self.assertLessEqual(tries, 2 + spent, times)
+        for a, b in zip(times, times[1:]):
+            self.assertGreaterEqual(b - a, 0.95, times)
+        self.assertEqual(self.owed_pids(), pids)
+        self.assertRegex(self.status(), r"tries=1\n")  # pokes leave the schedule
+        # the proxy is back: one push, at the schedule's step at the latest
+        time.sleep(1.2)
+        srv.set_statuses([], default="200")
+        before = len(srv.requests)
+        self.assertEqual(srv.wait_for(before + 1, step + 3 * SLOW), before + 1)
+        self.assertTrue(wait_until(lambda: self.log_lines("settled on try"), 3 * SLOW))
         time.sleep(2.5)
-        self.assertEqual(len(srv.requests), 2)
+        self.assertEqual(len(srv.requests), before + 1)
         self.assertEqual(self.owed_pids(), [])
+
+    def test_a_message_after_recovery_is_pushed_at_once(self):
+        # the next step is far: a message once the proxy is back pokes the
+        # owed push, which tries at once
+        self.env["DCP_RETRY_SCHEDULE"] = "60,120"
+        srv = self.server(statuses=["503"], default="200")
+        self.assertDone(self.run_bin(["-w", "2", "-u", srv.url, TOKEN], message()))
+        self.assertTrue(wait_until(lambda: (self.owed_mark() or {}).get("pid", -1) > 0,
+                                   3 * SLOW))
+        pids = self.owed_pids()
+        time.sleep(2.2)  # a window after the failed push
+        t0 = time.time()
+        self.assertDone(self.run_bin(["-w", "2", "-u", srv.url, TOKEN], message()))
+        self.assertEqual(srv.wait_for(2, 3 * SLOW), 2)
+        self.assertLess(srv.requests[1].time - t0, 1 + SLOW)
+        self.assertEqual(srv.bodies(), [TOKEN.encode()] * 2)
+        self.assertTrue(wait_until(lambda: not self.owed_pids(), 3 * SLOW), pids)
+        self.assertIsNone(self.owed_mark())
+        self.assertEqual(len(self.log_lines("settled on try 2: 200 ok")), 1)
+        time.sleep(2.5)
+        self.assertEqual(len(srv.requests), 2)  # nothing else owed or trailing
 
     def test_killed_owed_push_is_taken_over(self):
         self.env["DCP_RETRY_SCHEDULE"] = "60,120"
