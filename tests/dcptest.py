@@ -98,16 +98,18 @@ class TestCase(unittest.TestCase):
         self.servers = []
 
     def tearDown(self):
-        for pid in self.owed_pids():
+        # a trailing or owed push still waiting would outlive the test
+        for pid in self.owed_pids(b"--trailing-child") + self.owed_pids():
             os.kill(pid, signal.SIGKILL)
         for s in self.servers:
             s.stop()
         # trailing pushes may still sleep: let them see the server gone
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def owed_pids(self):
-        """The owed-push processes of this test's cache, found through
-        /proc by their argument and environment, never by name."""
+    def owed_pids(self, kind=b"--owed-child"):
+        """The owed-push (or trailing-push) processes of this test's cache,
+        found through /proc by their argument and environment, never by
+        name."""
         mark = ("XDG_CACHE_HOME=" + self.env["XDG_CACHE_HOME"]).encode()
         pids = []
         for d in os.listdir("/proc"):
@@ -120,7 +122,7 @@ class TestCase(unittest.TestCase):
                     env = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"--owed-child" in argv and mark in env:
+            if kind in argv and mark in env:
                 pids.append(int(d))
         return pids
 
