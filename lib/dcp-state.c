@@ -315,6 +315,9 @@ take_stale_owed (DcpState *state, const gchar *token, DcpSlot *slot)
       return;
     }
   (void) dcp_state_owed_read (fd, &slot->owed, NULL);
+  /* the pid is a dead process's: no run may poke it while we push */
+  slot->owed.pid = -1;
+  (void) dcp_state_owed_write (fd, &slot->owed, NULL);
   slot->owed_fd = fd;
 }
 
@@ -395,6 +398,11 @@ dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window,
     return FALSE;
   ok = claim_locked (state, token, now, window, trailing, slot, error);
   unlock_token (lock);
+  if (!ok && slot->owed_fd >= 0)
+    {
+      close (slot->owed_fd); /* a mark taken over, then no claim */
+      slot->owed_fd = -1;
+    }
   return ok;
 }
 

@@ -49,16 +49,18 @@ close_pair (int fd[2])
  * The descriptors are first moved above the ones they become, so that
  * none is overwritten (or kept close-on-exec) by another's dup2(). */
 G_GNUC_NORETURN static void
-child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int st)
+child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int st, int max_fd)
 {
   pid_t grandchild;
 
   tok = fcntl (tok, F_DUPFD, 5);
   devnull = fcntl (devnull, F_DUPFD, 5);
   mark = fcntl (mark, F_DUPFD, 5);
-  st = fcntl (st, F_DUPFD, 5);
-  if (tok < 0 || devnull < 0 || mark < 0 || st < 0)
-    _exit (1);
+  if (tok < 0 || devnull < 0 || mark < 0 || (st = fcntl (st, F_DUPFD, 5)) < 0)
+    {
+      (void) !write (st, &errno, sizeof errno);
+      _exit (1);
+    }
   setsid ();
   grandchild = fork ();
   if (grandchild != 0)
@@ -69,8 +71,14 @@ child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int
     }
   if (dup2 (tok, 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
       || dup2 (mark, MARK_FD) < 0 || dup3 (st, 4, O_CLOEXEC) < 0)
-    _exit (1);
-  close_range (5, ~0U, 0);
+    {
+      (void) !write (st, &errno, sizeof errno);
+      _exit (1);
+    }
+  /* a kernel before 5.9 has no close_range() */
+  if (close_range (5, ~0U, 0) < 0)
+    for (int fd = 5; fd < max_fd; fd++)
+      close (fd);
   execv (path, argv);
   (void) !write (4, &errno, sizeof errno);
   _exit (1);
@@ -88,10 +96,12 @@ child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
   close (tok);
   while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
     ;
-  /* EOF: the exec happened (or the child died before it: EIO) */
+  /* EOF: the exec happened; every failure before it writes its errno */
   if (read (st, &child_errno, sizeof child_errno) > 0 && child_errno == 0)
     child_errno = EIO;
   close (st);
+  if (child_errno == 0 && !(WIFEXITED (wstatus) && WEXITSTATUS (wstatus) == 0))
+    child_errno = ECHILD;
   if (child_errno != 0 || n != (gssize) len)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s",
@@ -105,7 +115,10 @@ static gboolean
 spawn (gchar **argv, const gchar *token, int mark, GError **error)
 {
   g_autofree gchar *exe = g_file_read_link ("/proc/self/exe", NULL);
-  const gchar *path = exe != NULL ? exe : "/proc/self/exe";
+  /* our file's name (what valgrind shows us), unless an upgrade replaced
+   * it: the kernel's link still reaches the running binary */
+  const gchar *path = exe != NULL && !g_str_has_suffix (exe, " (deleted)") ? exe : "/proc/self/exe";
+  long max_fd = sysconf (_SC_OPEN_MAX);
   int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
   int devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
   pid_t pid;
@@ -121,7 +134,7 @@ spawn (gchar **argv, const gchar *token, int mark, GError **error)
     }
   pid = fork ();
   if (pid == 0)
-    child_exec (path, argv, tok[0], devnull, mark, st[1]);
+    child_exec (path, argv, tok[0], devnull, mark, st[1], (int) CLAMP (max_fd, 5, G_MAXINT));
   close (tok[0]);
   close (st[1]);
   close (devnull);
@@ -325,7 +338,8 @@ dcp_sender_poke_owed (DcpRun *r, const gchar *token)
   DcpTokenStatus st = { 0 };
 
   dcp_state_get_status (r->state, token, &st);
-  if (st.owed_live && st.owed_mark.pid > 1 && st.owed_mark.pid != getpid ())
+  if (st.owed_live && st.owed_mark.pid > 1 && st.owed_mark.pid <= G_MAXINT32
+      && st.owed_mark.pid != getpid ())
     (void) kill ((pid_t) st.owed_mark.pid, SIGUSR1);
   dcp_token_status_clear (&st);
 }

@@ -74,6 +74,9 @@ setup_signals (void)
   sigaction (SIGHUP, &sa, NULL);
   sa.sa_handler = SIG_IGN;
   sigaction (SIGPIPE, &sa, NULL);
+  /* a run pokes an owed push with SIGUSR1 (which installs its own
+   * handler): a stray one must never kill anything of ours */
+  sigaction (SIGUSR1, &sa, NULL);
 }
 
 int

@@ -1511,6 +1511,7 @@ test_owed_covers (Fixture *f, gconstpointer data)
 static void
 test_owed_stale_taken_over (Fixture *f, gconstpointer data)
 {
+  DcpTokenStatus st = { 0 };
   DcpSlot slot, again;
   int fd;
 
@@ -1522,6 +1523,13 @@ test_owed_stale_taken_over (Fixture *f, gconstpointer data)
   g_assert_cmpint (slot.owed_fd, >=, 0);
   g_assert_cmpint (slot.owed.first, ==, T0);
   g_assert_cmpuint (slot.owed.tries, ==, 2);
+  /* the dead process's pid is gone from the mark: no run may signal
+   * whatever process has that pid now */
+  g_assert_cmpint (slot.owed.pid, ==, -1);
+  dcp_state_get_status (f->state, TOKEN, &st);
+  g_assert_true (st.owed_live);
+  g_assert_cmpint (st.owed_mark.pid, ==, -1);
+  dcp_token_status_clear (&st);
   /* the run that took it over holds it: the next one is covered */
   again = claim (f, TOKEN, T0 + 200 * SEC, 0, TRUE);
   g_assert_cmpint (again.kind, ==, DCP_SLOT_OWED);
