@@ -16,17 +16,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "dcp-error.h"
+#include "dcp-file.h"
 #include "dcp-plan.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
 
 #define GROUP "deltachat-push"
-#define TOKEN_FILE_MAX (1024 * 1024)
 
 static gchar *
 expand_home (const gchar *path)
@@ -59,20 +61,8 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
   gsize len = 0;
   struct stat st;
 
-  if (stat (path, &st) < 0)
-    {
-      int saved = errno;
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s: %s", path,
-                   g_strerror (saved));
-      return FALSE;
-    }
-  if (!S_ISREG (st.st_mode) || st.st_size > TOKEN_FILE_MAX)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "token file %s is not a regular file of at most 1 MiB", path);
-      return FALSE;
-    }
-  if (!g_file_get_contents (path, &text, &len, &local))
+  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
+  if (text == NULL)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s", local->message);
       return FALSE;
@@ -418,21 +408,80 @@ config_value (GKeyFile *kf, const gchar *path, const Option *o, Value *v, GError
     }
 }
 
-/* Merge the config file into whatever the command line left unset. */
+/* A group-writable file is fine when the group is the user's own private
+ * group (Debian's default with a umask of 002), as OpenSSH on Debian
+ * accepts it for ~/.ssh/config. */
+static gboolean
+is_private_group (gid_t gid)
+{
+  struct passwd *pw = getpwuid (geteuid ());
+  g_autofree gchar *user = pw != NULL ? g_strdup (pw->pw_name) : NULL;
+  gid_t primary = pw != NULL ? pw->pw_gid : (gid_t) -1;
+  struct group *gr = user != NULL && primary == gid ? getgrgid (gid) : NULL;
+
+  if (gr == NULL || g_strcmp0 (gr->gr_name, user) != 0)
+    return FALSE;
+  for (gchar **m = gr->gr_mem; m != NULL && *m != NULL; m++)
+    if (strcmp (*m, user) != 0)
+      return FALSE;
+  return TRUE;
+}
+
+/* Whoever can write the configuration can point url= at a server of
+ * theirs and collect the tokens: a file that anyone but us (or root)
+ * owns or may write is refused, not merely warned about, since a warning
+ * lands in a log nobody reads while every push goes astray.  A file
+ * replaced by someone else belongs to them, so the owner check also
+ * covers a directory others may write to. */
+static gboolean
+check_config_owner (const gchar *path, const struct stat *st, GError **error)
+{
+  if (st->st_uid != geteuid () && st->st_uid != 0)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "config %s belongs to uid %u, not to this user or root: refused", path,
+                   (unsigned) st->st_uid);
+      return FALSE;
+    }
+  if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && !is_private_group (st->st_gid)))
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "config %s is writable by %s (mode %04o): refused; chmod go-w it", path,
+                   (st->st_mode & S_IWOTH) ? "others" : "its group",
+                   (unsigned) (st->st_mode & 07777));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Merge the config file into whatever the command line left unset.  It
+ * is read whole through dcp-file.h (never blocks, at most 1 MiB), then
+ * parsed from memory. */
 static gboolean
 read_config (Cli *c, GError **error)
 {
   g_autofree gchar *path = NULL;
+  g_autofree gchar *text = NULL;
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autoptr (GError) local = NULL;
   const gchar *given = value (c, "config")->str;
   gboolean cli_tokens = value (c, "token-file")->strv != NULL || (c->rest && c->rest[0]);
+  struct stat st;
+  gsize len = 0;
 
   path = given ? expand_home (given)
                : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
-  if (given == NULL && !g_file_test (path, G_FILE_TEST_EXISTS))
+  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
+  if (text == NULL && given == NULL && g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
     return TRUE;
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local))
+  if (text == NULL)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s", local->message);
+      return FALSE;
+    }
+  if (!check_config_owner (path, &st, error))
+    return FALSE;
+  if (!g_key_file_load_from_data (kf, text, len, G_KEY_FILE_NONE, &local))
     return config_error (error, g_steal_pointer (&local), path);
   if (!check_config_keys (kf, path, error))
     return FALSE;
