@@ -94,8 +94,10 @@ parse_seconds (const gchar *what, const gchar *text, gint64 *out, GError **error
 
   if (!g_ascii_string_to_unsigned (text, 10, 0, G_MAXINT32, &v, &local))
     {
+      /* a token given here by mistake is not shown whole */
+      g_autofree gchar *shown = strlen (text) > 8 ? dcp_token_display (text) : g_strdup (text);
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "%s must be a whole number of seconds, not \"%s\"", what, text);
+                   "%s must be a whole number of seconds, not \"%s\"", what, shown);
       return FALSE;
     }
   *out = (gint64) v;
@@ -704,18 +706,131 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
   return TRUE;
 }
 
+static const Option *
+find_option (const gchar *name, gchar short_name)
+{
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (options[i].name != NULL
+        && (name != NULL ? strcmp (options[i].name, name) == 0
+                         : options[i].short_name == short_name && short_name != 0))
+      return &options[i];
+  return NULL;
+}
+
+static gboolean
+takes_value (const Option *o)
+{
+  return o != NULL && o->type != OPT_FLAG && o->type != OPT_NO_FLAG;
+}
+
+/* GOption takes a short option's value only from the next argument;
+ * getopt(3) also takes it attached (-w10, -nw10), and so do we: such an
+ * argument is split in two before GOption sees it.  A value given as the
+ * next argument is copied untouched, whatever it looks like. */
+static GStrv
+split_attached_values (int argc, char **argv)
+{
+  GPtrArray *out = g_ptr_array_new ();
+  int i = 0;
+
+  if (argc > 0)
+    g_ptr_array_add (out, g_strdup (argv[i++]));
+  for (; i < argc; i++)
+    {
+      const gchar *a = argv[i];
+      gboolean value_next = FALSE;
+
+      if (strcmp (a, "--") == 0)
+        break;
+      if (g_str_has_prefix (a, "--"))
+        value_next = strchr (a, '=') == NULL && takes_value (find_option (a + 2, 0));
+      else if (a[0] == '-')
+        for (gsize j = 1; a[j] != '\0'; j++)
+          {
+            const Option *o = find_option (NULL, a[j]);
+            if (o == NULL)
+              break;
+            if (!takes_value (o))
+              continue;
+            if (a[j + 1] == '\0')
+              value_next = TRUE;
+            else
+              {
+                g_ptr_array_add (out, g_strndup (a, j + 1));
+                a = a + j + 1;
+              }
+            break;
+          }
+      g_ptr_array_add (out, g_strdup (a));
+      if (value_next && i + 1 < argc)
+        g_ptr_array_add (out, g_strdup (argv[++i]));
+    }
+  for (; i < argc; i++)
+    g_ptr_array_add (out, g_strdup (argv[i]));
+  g_ptr_array_add (out, NULL);
+  return (GStrv) g_ptr_array_free (out, FALSE);
+}
+
+/* An argument as an error may show it: an option's name whole, anything
+ * else longer than 8 characters (a token given with a leading '-', or
+ * as an option's value) only by its start, as the logs show tokens. */
+static gchar *
+shown_arg (const gchar *arg)
+{
+  const gchar *eq = strchr (arg, '=');
+  gsize name_len = eq ? (gsize) (eq - arg) : strlen (arg);
+
+  if (g_str_has_prefix (arg, "--") && name_len > 2
+      && strspn (arg + 2, "abcdefghijklmnopqrstuvwxyz0123456789-") == name_len - 2)
+    {
+      g_autofree gchar *value = eq ? shown_arg (eq + 1) : NULL;
+      return value ? g_strdup_printf ("%.*s=%s", (int) name_len, arg, value) : g_strdup (arg);
+    }
+  return strlen (arg) > 8 ? dcp_token_display (arg) : g_strdup (arg);
+}
+
+static gint
+longer_first (gconstpointer a, gconstpointer b)
+{
+  gsize x = strlen (*(const gchar *const *) a), y = strlen (*(const gchar *const *) b);
+  return x > y ? -1 : x < y ? 1 : 0;
+}
+
+/* GOption's error, with every argument it quotes shown as shown_arg()
+ * says, longest first (one argument may hold another). */
+static gchar *
+hide_args (const gchar *message, char **argv, int argc)
+{
+  g_autoptr (GString) text = g_string_new (message);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+
+  for (int i = 1; i < argc; i++)
+    g_ptr_array_add (args, argv[i]);
+  g_ptr_array_sort (args, longer_first);
+  for (guint i = 0; i < args->len; i++)
+    {
+      const gchar *arg = g_ptr_array_index (args, i);
+      g_autofree gchar *shown = shown_arg (arg);
+      if (*arg != '\0' && strcmp (shown, arg) != 0)
+        g_string_replace (text, arg, shown, 0);
+    }
+  return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
 static gboolean
 parse_args (Cli *c, GOptionContext *ctx, int argc, char **argv, GError **error)
 {
-  g_auto (GStrv) args = g_new0 (gchar *, argc + 1);
+  g_auto (GStrv) args = split_attached_values (argc, argv);
   g_autoptr (GError) local = NULL;
   gchar **argp = args;
 
-  for (int i = 0; i < argc; i++)
-    args[i] = g_strdup (argv[i]);
   if (!g_option_context_parse_strv (ctx, &argp, &local))
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help)", local->message);
+      g_autofree gchar *text = hide_args (local->message, argv, argc);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help%s)", text,
+                   g_error_matches (local, G_OPTION_ERROR, G_OPTION_ERROR_UNKNOWN_OPTION)
+                       ? "; a token that starts with - goes after --"
+                       : "");
       return FALSE;
     }
   return TRUE;
