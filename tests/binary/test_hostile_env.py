@@ -357,6 +357,29 @@ class Limits(Hostile):
                 self.assertEqual(p.stderr, b"", p)
         self.assertEqual(srv.wait_for(2, 5 * SLOW), 2)
 
+    def test_full_stderr_pipe_of_another_user(self):
+        # a pipe made by root cannot be reopened through /proc by another
+        # uid (as under Postfix's pipe(8)): the line is dropped all the same
+        self.need_root()
+        uid = free_uid()
+        r, w = full_pipe()
+
+        def become():
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+
+        p = None
+        try:
+            p = subprocess.Popen(self.cmd(["--no-such-option", TOKEN]), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=w, preexec_fn=become,
+                                 cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            self.assertEqual(p.wait(10 * SLOW), 75)
+        finally:
+            self.reap(p)
+            os.close(r)
+            os.close(w)
+
 
 class ConfigOwner(Hostile):
     """Whoever can write the config can redirect url=: refused."""
