@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* deltachat-push: wake Delta Chat devices when mail arrives.
  *
- * main() is short and linear: make sure fds 0-2 exist, set up signals,
- * parse the settings, run, and turn the result into one of the two exit
- * codes a mail system understands.  Every caller we know treats 0 as
+ * main() is short and linear: make sure fds 0-2 exist, take GLib's log
+ * output (before anything can log), set up signals, parse the settings,
+ * run, and turn the result into one of the two exit codes a mail system
+ * understands.  Every caller we know treats 0 as
  * "delivered" and 75 (EX_TEMPFAIL) as "try again later"; almost any other
  * code makes Postfix or Exim bounce the user's mail, so none is ever used. */
 #include "config.h"
