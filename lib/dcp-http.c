@@ -319,6 +319,9 @@ set_options (DcpHttp *http, const gchar *url, const gchar *user_agent, GError **
   SETOPT (CURLOPT_WRITEDATA, http);
   SETOPT (CURLOPT_TCP_NODELAY, 1L);
   SETOPT (CURLOPT_NETRC, (long) CURL_NETRC_IGNORED);
+  /* no proxy from http_proxy, https_proxy, ALL_PROXY: the token goes to
+   * the URL's host and nowhere else */
+  SETOPT (CURLOPT_PROXY, "");
   return TRUE;
 }
 

@@ -12,13 +12,11 @@
  * which is capped in size. */
 #include "dcp-metadata.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "dcp-error.h"
+#include "dcp-file.h"
 #include "dcp-token.h"
 
 #define ESCAPE '\001'
@@ -170,60 +168,26 @@ dcp_metadata_parse (const gchar *data, gsize len, GPtrArray *warnings)
   return g_steal_pointer (&tokens);
 }
 
-static gboolean
-read_all (int fd, gchar *buf, gsize max, gsize *got)
-{
-  gssize n;
-
-  *got = 0;
-  while (*got < max && (n = read (fd, buf + *got, max - *got)) != 0)
-    {
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return FALSE;
-      *got += n;
-    }
-  return TRUE;
-}
-
 /* Read and parse the dictionary at path.  A file that does not exist
  * holds no token (Dovecot creates it on the first SETMETADATA).  Returns
  * NULL with error set when the file cannot be used at all. */
 GPtrArray *
 dcp_metadata_load (const gchar *path, GPtrArray *warnings, GError **error)
 {
+  g_autoptr (GError) local = NULL;
   g_autofree gchar *buf = NULL;
-  struct stat st;
-  gsize got;
-  int fd;
+  gsize len = 0;
 
-  fd = open (path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
+  buf = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, NULL, &local);
+  if (buf == NULL
+      && (g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT)
+          || g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOTDIR)))
     return g_ptr_array_new_with_free_func (g_free);
-  if (fd < 0)
+  if (buf == NULL)
     {
-      int saved = errno;
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", path, g_strerror (saved));
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s%s", local->message,
+                   local->domain == DCP_ERROR ? ", ignored" : "");
       return NULL;
     }
-  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode) || st.st_size > DCP_METADATA_FILE_MAX)
-    {
-      close (fd);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "%s is not a regular file of at most 1 MiB, ignored", path);
-      return NULL;
-    }
-  /* one byte more than allowed: a file that grew since fstat() */
-  buf = g_malloc (DCP_METADATA_FILE_MAX + 1);
-  if (!read_all (fd, buf, DCP_METADATA_FILE_MAX + 1, &got) || got > DCP_METADATA_FILE_MAX)
-    {
-      int saved = errno;
-      close (fd);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s: %s", path,
-                   got > DCP_METADATA_FILE_MAX ? "larger than 1 MiB, ignored" : g_strerror (saved));
-      return NULL;
-    }
-  close (fd);
-  return dcp_metadata_parse (buf, got, warnings);
+  return dcp_metadata_parse (buf, len, warnings);
 }

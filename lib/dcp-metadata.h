@@ -14,8 +14,6 @@
 
 G_BEGIN_DECLS
 
-/* larger files are refused whole: a real one holds a few short pairs */
-#define DCP_METADATA_FILE_MAX (1024 * 1024)
 /* tokens taken from one file, at most: Dovecot keeps one per mailbox */
 #define DCP_METADATA_TOKENS_MAX 32
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "dcp-error.h"
+#include "dcp-file.h"
 #include "dcp-token.h"
 
 #define LOCK_WAIT_US (2 * G_USEC_PER_SEC)
@@ -107,15 +108,17 @@ token_file (const gchar *token, const gchar *suffix)
   return g_strconcat (hash, suffix, NULL);
 }
 
+/* Never blocks: a FIFO, a device or a directory put in place of one of
+ * our files is refused (dcp-file.h). */
 static int
 open_file (DcpState *state, const gchar *name, int flags, GError **error)
 {
-  int fd = openat (state->dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  g_autoptr (GError) local = NULL;
+  int fd = dcp_file_open (state->dirfd, name, flags, DCP_FILE_NOFOLLOW, NULL, &local);
+
   if (fd < 0)
-    {
-      int saved = errno;
-      set_errno_error (error, saved, "cannot open", name);
-    }
+    g_set_error (error, DCP_ERROR, DCP_ERROR_STATE, "%s%s",
+                 local->domain == DCP_ERROR ? "" : "cannot open ", local->message);
   return fd;
 }
 
@@ -246,7 +249,7 @@ read_pending (int fd, gint64 *previous, gint64 *due)
 static gboolean
 mark_live (DcpState *state, const gchar *name, gint64 *due)
 {
-  int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = dcp_file_open (state->dirfd, name, O_RDONLY, DCP_FILE_NOFOLLOW, NULL, NULL);
   gboolean live;
 
   if (fd < 0)
@@ -304,7 +307,7 @@ static void
 take_stale_owed (DcpState *state, const gchar *token, DcpSlot *slot)
 {
   g_autofree gchar *name = token_file (token, ".owed");
-  int fd = openat (state->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  int fd = dcp_file_open (state->dirfd, name, O_RDWR, DCP_FILE_NOFOLLOW, NULL, NULL);
 
   if (fd < 0)
     return;
@@ -625,27 +628,22 @@ dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *statu
   g_autofree gchar *pname = token_file (token, ".pending");
   g_autofree gchar *gname = token_file (token, ".gone");
   g_autofree gchar *oname = token_file (token, ".owed");
-  gchar buf[512] = { 0 };
+  gchar *result;
   int fd;
 
   status->last = get_last (state, token);
   status->result_time = stat_mtime (state, rname);
-  status->result = NULL;
-  fd = openat (state->dirfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0)
-    {
-      gssize n = read (fd, buf, sizeof buf - 1);
-      close (fd);
-      if (n > 0)
-        status->result = g_strstrip (g_strndup (buf, n));
-    }
+  result = dcp_file_read (state->dirfd, rname, DCP_FILE_NOFOLLOW, NULL, NULL, NULL);
+  status->result = result != NULL && *g_strstrip (result) != '\0' ? result : NULL;
+  if (status->result == NULL)
+    g_free (result);
   status->pending = stat_mtime (state, pname) >= 0;
   status->pending_live = status->pending && mark_live (state, pname, &status->due);
   if (!status->pending)
     status->due = -1;
   status->gone = stat_mtime (state, gname);
   status->owed_live = mark_live (state, oname, NULL);
-  fd = openat (state->dirfd, oname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  fd = dcp_file_open (state->dirfd, oname, O_RDONLY, DCP_FILE_NOFOLLOW, NULL, NULL);
   status->owed = fd >= 0;
   status->owed_mark = (DcpOwed){ -1, 0, -1, -1 };
   if (fd >= 0)
@@ -703,28 +701,23 @@ gboolean
 dcp_state_retry_load (DcpState *state, const gchar *key, DcpRetry *retry, GError **error)
 {
   g_autofree gchar *name = retry_name (key);
-  g_autoptr (GString) text = g_string_new (NULL);
+  g_autofree gchar *text = NULL;
+  g_autoptr (GError) local = NULL;
   g_auto (GStrv) lines = NULL;
-  gchar buf[4096];
-  gssize n;
-  int fd;
 
   retry->failures = 0;
   retry->first = -1;
   if (retry->done == NULL)
     retry->done = g_ptr_array_new_with_free_func (g_free);
-  fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
+  text = dcp_file_read (state->dirfd, name, DCP_FILE_NOFOLLOW, NULL, NULL, &local);
+  if (text == NULL)
     {
-      if (errno == ENOENT)
+      if (g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
         return TRUE;
-      int saved = errno;
-      return set_errno_error (error, saved, "cannot open", name);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_STATE, "%s", local->message);
+      return FALSE;
     }
-  while ((n = read (fd, buf, sizeof buf)) > 0 && text->len < 1024 * 1024)
-    g_string_append_len (text, buf, n);
-  close (fd);
-  lines = g_strsplit (text->str, "\n", -1);
+  lines = g_strsplit (text, "\n", -1);
   if (lines[0] != NULL)
     {
       guint failures = 0;
@@ -765,7 +758,6 @@ dcp_state_retry_clear (DcpState *state, const gchar *key)
  * source; mtime = last seen) and pushed until the proxy answers 410 or it
  * has not been seen for max_age. */
 #define DEVICE_SUFFIX ".device"
-#define DEVICE_FILE_MAX (DCP_TOKEN_MAX + 4096)
 
 void
 dcp_device_free (DcpDevice *device)
@@ -814,20 +806,13 @@ dcp_state_device_forget (DcpState *state, const gchar *token, GError **error)
 static DcpDevice *
 read_device (DcpState *state, const gchar *name)
 {
-  g_autofree gchar *buf = g_malloc (DEVICE_FILE_MAX + 1);
+  g_autofree gchar *buf = dcp_file_read (state->dirfd, name, DCP_FILE_NOFOLLOW, NULL, NULL, NULL);
   g_autofree gchar *expected = NULL;
   g_auto (GStrv) lines = NULL;
   DcpDevice *device;
-  gssize n;
-  int fd = openat (state->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 
-  if (fd < 0)
+  if (buf == NULL || *buf == '\0')
     return NULL;
-  n = read (fd, buf, DEVICE_FILE_MAX);
-  close (fd);
-  if (n <= 0)
-    return NULL;
-  buf[n] = '\0';
   lines = g_strsplit (buf, "\n", 3);
   if (lines[0] == NULL || lines[1] == NULL
       || !dcp_token_validate (lines[0], strlen (lines[0]), NULL))

@@ -16,17 +16,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "dcp-error.h"
+#include "dcp-file.h"
 #include "dcp-plan.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
 
 #define GROUP "deltachat-push"
-#define TOKEN_FILE_MAX (1024 * 1024)
 
 static gchar *
 expand_home (const gchar *path)
@@ -59,20 +61,8 @@ add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **er
   gsize len = 0;
   struct stat st;
 
-  if (stat (path, &st) < 0)
-    {
-      int saved = errno;
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s: %s", path,
-                   g_strerror (saved));
-      return FALSE;
-    }
-  if (!S_ISREG (st.st_mode) || st.st_size > TOKEN_FILE_MAX)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "token file %s is not a regular file of at most 1 MiB", path);
-      return FALSE;
-    }
-  if (!g_file_get_contents (path, &text, &len, &local))
+  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
+  if (text == NULL)
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "token file %s", local->message);
       return FALSE;
@@ -104,8 +94,10 @@ parse_seconds (const gchar *what, const gchar *text, gint64 *out, GError **error
 
   if (!g_ascii_string_to_unsigned (text, 10, 0, G_MAXINT32, &v, &local))
     {
+      /* a token given here by mistake is not shown whole */
+      g_autofree gchar *shown = strlen (text) > 8 ? dcp_token_display (text) : g_strdup (text);
       g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "%s must be a whole number of seconds, not \"%s\"", what, text);
+                   "%s must be a whole number of seconds, not \"%s\"", what, shown);
       return FALSE;
     }
   *out = (gint64) v;
@@ -418,21 +410,80 @@ config_value (GKeyFile *kf, const gchar *path, const Option *o, Value *v, GError
     }
 }
 
-/* Merge the config file into whatever the command line left unset. */
+/* A group-writable file is fine when the group is the user's own private
+ * group (Debian's default with a umask of 002), as OpenSSH on Debian
+ * accepts it for ~/.ssh/config. */
+static gboolean
+is_private_group (gid_t gid)
+{
+  struct passwd *pw = getpwuid (geteuid ());
+  g_autofree gchar *user = pw != NULL ? g_strdup (pw->pw_name) : NULL;
+  gid_t primary = pw != NULL ? pw->pw_gid : (gid_t) -1;
+  struct group *gr = user != NULL && primary == gid ? getgrgid (gid) : NULL;
+
+  if (gr == NULL || g_strcmp0 (gr->gr_name, user) != 0)
+    return FALSE;
+  for (gchar **m = gr->gr_mem; m != NULL && *m != NULL; m++)
+    if (strcmp (*m, user) != 0)
+      return FALSE;
+  return TRUE;
+}
+
+/* Whoever can write the configuration can point url= at a server of
+ * theirs and collect the tokens: a file that anyone but us (or root)
+ * owns or may write is refused, not merely warned about, since a warning
+ * lands in a log nobody reads while every push goes astray.  A file
+ * replaced by someone else belongs to them, so the owner check also
+ * covers a directory others may write to. */
+static gboolean
+check_config_owner (const gchar *path, const struct stat *st, GError **error)
+{
+  if (st->st_uid != geteuid () && st->st_uid != 0)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "config %s belongs to uid %u, not to this user or root: refused", path,
+                   (unsigned) st->st_uid);
+      return FALSE;
+    }
+  if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && !is_private_group (st->st_gid)))
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                   "config %s is writable by %s (mode %04o): refused; chmod go-w it", path,
+                   (st->st_mode & S_IWOTH) ? "others" : "its group",
+                   (unsigned) (st->st_mode & 07777));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Merge the config file into whatever the command line left unset.  It
+ * is read whole through dcp-file.h (never blocks, at most 1 MiB), then
+ * parsed from memory. */
 static gboolean
 read_config (Cli *c, GError **error)
 {
   g_autofree gchar *path = NULL;
+  g_autofree gchar *text = NULL;
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autoptr (GError) local = NULL;
   const gchar *given = value (c, "config")->str;
   gboolean cli_tokens = value (c, "token-file")->strv != NULL || (c->rest && c->rest[0]);
+  struct stat st;
+  gsize len = 0;
 
   path = given ? expand_home (given)
                : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
-  if (given == NULL && !g_file_test (path, G_FILE_TEST_EXISTS))
+  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
+  if (text == NULL && given == NULL && g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
     return TRUE;
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local))
+  if (text == NULL)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s", local->message);
+      return FALSE;
+    }
+  if (!check_config_owner (path, &st, error))
+    return FALSE;
+  if (!g_key_file_load_from_data (kf, text, len, G_KEY_FILE_NONE, &local))
     return config_error (error, g_steal_pointer (&local), path);
   if (!check_config_keys (kf, path, error))
     return FALSE;
@@ -655,18 +706,131 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
   return TRUE;
 }
 
+static const Option *
+find_option (const gchar *name, gchar short_name)
+{
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (options[i].name != NULL
+        && (name != NULL ? strcmp (options[i].name, name) == 0
+                         : options[i].short_name == short_name && short_name != 0))
+      return &options[i];
+  return NULL;
+}
+
+static gboolean
+takes_value (const Option *o)
+{
+  return o != NULL && o->type != OPT_FLAG && o->type != OPT_NO_FLAG;
+}
+
+/* GOption takes a short option's value only from the next argument;
+ * getopt(3) also takes it attached (-w10, -nw10), and so do we: such an
+ * argument is split in two before GOption sees it.  A value given as the
+ * next argument is copied untouched, whatever it looks like. */
+static GStrv
+split_attached_values (int argc, char **argv)
+{
+  GPtrArray *out = g_ptr_array_new ();
+  int i = 0;
+
+  if (argc > 0)
+    g_ptr_array_add (out, g_strdup (argv[i++]));
+  for (; i < argc; i++)
+    {
+      const gchar *a = argv[i];
+      gboolean value_next = FALSE;
+
+      if (strcmp (a, "--") == 0)
+        break;
+      if (g_str_has_prefix (a, "--"))
+        value_next = strchr (a, '=') == NULL && takes_value (find_option (a + 2, 0));
+      else if (a[0] == '-')
+        for (gsize j = 1; a[j] != '\0'; j++)
+          {
+            const Option *o = find_option (NULL, a[j]);
+            if (o == NULL)
+              break;
+            if (!takes_value (o))
+              continue;
+            if (a[j + 1] == '\0')
+              value_next = TRUE;
+            else
+              {
+                g_ptr_array_add (out, g_strndup (a, j + 1));
+                a = a + j + 1;
+              }
+            break;
+          }
+      g_ptr_array_add (out, g_strdup (a));
+      if (value_next && i + 1 < argc)
+        g_ptr_array_add (out, g_strdup (argv[++i]));
+    }
+  for (; i < argc; i++)
+    g_ptr_array_add (out, g_strdup (argv[i]));
+  g_ptr_array_add (out, NULL);
+  return (GStrv) g_ptr_array_free (out, FALSE);
+}
+
+/* An argument as an error may show it: an option's name whole, anything
+ * else longer than 8 characters (a token given with a leading '-', or
+ * as an option's value) only by its start, as the logs show tokens. */
+static gchar *
+shown_arg (const gchar *arg)
+{
+  const gchar *eq = strchr (arg, '=');
+  gsize name_len = eq ? (gsize) (eq - arg) : strlen (arg);
+
+  if (g_str_has_prefix (arg, "--") && name_len > 2
+      && strspn (arg + 2, "abcdefghijklmnopqrstuvwxyz0123456789-") == name_len - 2)
+    {
+      g_autofree gchar *value = eq ? shown_arg (eq + 1) : NULL;
+      return value ? g_strdup_printf ("%.*s=%s", (int) name_len, arg, value) : g_strdup (arg);
+    }
+  return strlen (arg) > 8 ? dcp_token_display (arg) : g_strdup (arg);
+}
+
+static gint
+longer_first (gconstpointer a, gconstpointer b)
+{
+  gsize x = strlen (*(const gchar *const *) a), y = strlen (*(const gchar *const *) b);
+  return x > y ? -1 : x < y ? 1 : 0;
+}
+
+/* GOption's error, with every argument it quotes shown as shown_arg()
+ * says, longest first (one argument may hold another). */
+static gchar *
+hide_args (const gchar *message, char **argv, int argc)
+{
+  g_autoptr (GString) text = g_string_new (message);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+
+  for (int i = 1; i < argc; i++)
+    g_ptr_array_add (args, argv[i]);
+  g_ptr_array_sort (args, longer_first);
+  for (guint i = 0; i < args->len; i++)
+    {
+      const gchar *arg = g_ptr_array_index (args, i);
+      g_autofree gchar *shown = shown_arg (arg);
+      if (*arg != '\0' && strcmp (shown, arg) != 0)
+        g_string_replace (text, arg, shown, 0);
+    }
+  return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
 static gboolean
 parse_args (Cli *c, GOptionContext *ctx, int argc, char **argv, GError **error)
 {
-  g_auto (GStrv) args = g_new0 (gchar *, argc + 1);
+  g_auto (GStrv) args = split_attached_values (argc, argv);
   g_autoptr (GError) local = NULL;
   gchar **argp = args;
 
-  for (int i = 0; i < argc; i++)
-    args[i] = g_strdup (argv[i]);
   if (!g_option_context_parse_strv (ctx, &argp, &local))
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help)", local->message);
+      g_autofree gchar *text = hide_args (local->message, argv, argc);
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s (see --help%s)", text,
+                   g_error_matches (local, G_OPTION_ERROR, G_OPTION_ERROR_UNKNOWN_OPTION)
+                       ? "; a token that starts with - goes after --"
+                       : "");
       return FALSE;
     }
   return TRUE;

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* deltachat-push: wake Delta Chat devices when mail arrives.
  *
- * main() is short and linear: make sure fds 0-2 exist, set up signals,
- * parse the settings, run, and turn the result into one of the two exit
- * codes a mail system understands.  Every caller we know treats 0 as
+ * main() is short and linear: make sure fds 0-2 exist, take GLib's log
+ * output (before anything can log), set up signals, parse the settings,
+ * run, and turn the result into one of the two exit codes a mail system
+ * understands.  Every caller we know treats 0 as
  * "delivered" and 75 (EX_TEMPFAIL) as "try again later"; almost any other
  * code makes Postfix or Exim bounce the user's mail, so none is ever used. */
 #include "config.h"
@@ -39,13 +40,15 @@ status_to_exit (DcpStatus status, gboolean best_effort)
 
 /* A caller that gives up on us (Dovecot's timeout, systemd stopping
  * getmail) sends SIGTERM: say so and ask for a retry, never die by the
- * signal (Exim bounces mail whose agent was killed). */
+ * signal (Exim bounces mail whose agent was killed).  The line is
+ * written without blocking (dropped if stderr is full), so the signal
+ * always ends the run at once. */
 static void
 on_signal (int sig)
 {
   static const char msg[] = "deltachat-push: interrupted by a signal, exiting 75 for a retry\n";
   (void) sig;
-  (void) !write (STDERR_FILENO, msg, sizeof msg - 1);
+  dcp_log_stderr (msg, sizeof msg - 1);
   _exit (EX_TEMPFAIL);
 }
 
@@ -74,6 +77,9 @@ setup_signals (void)
   sigaction (SIGHUP, &sa, NULL);
   sa.sa_handler = SIG_IGN;
   sigaction (SIGPIPE, &sa, NULL);
+  /* a file size limit (ulimit -f) makes a write fail with EFBIG, an
+   * error like a full disk, instead of killing the run */
+  sigaction (SIGXFSZ, &sa, NULL);
   /* a run pokes an owed push with SIGUSR1 (which installs its own
    * handler): a stray one must never kill anything of ours */
   sigaction (SIGUSR1, &sa, NULL);
@@ -88,12 +94,12 @@ main (int argc, char **argv)
   int code;
 
   ensure_std_fds ();
+  dcp_log_init ();
   setup_signals ();
   g_mime_init (); /* before any GMime call, as GMime requires */
 
   if (!dcp_settings_parse (settings, argc, argv, &error))
     {
-      dcp_log_init (FALSE);
       dcp_log_fatal_line ("configuration error: %s", error->message);
       return status_to_exit (DCP_STATUS_CONFIG, FALSE);
     }
@@ -109,7 +115,7 @@ main (int argc, char **argv)
       return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
     }
 
-  dcp_log_init (settings->verbose);
+  dcp_log_set_verbose (settings->verbose);
   if (settings->mode == DCP_MODE_TRAILING || settings->mode == DCP_MODE_OWED)
     dcp_log_detached (g_getenv ("DCP_RETRY_LOG"));
   for (guint i = 0; i < settings->warnings->len; i++)

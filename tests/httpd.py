@@ -15,6 +15,7 @@ simulate faults:
   huge      answer 200 with an endless body
   redirect  answer 302 to another path
   NNN       answer status NNN with a short body
+  NNN:S     the same with a "Retry-After: S" header
 
 Server(tls=SSL_CONTEXT) speaks HTTPS instead (tests/tlstest.py makes the
 context): each request then records the TLS version and the SNI name the
@@ -256,11 +257,13 @@ class Server:
             conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n"
                          b"Content-Length: 0\r\n\r\n")
             return True
+        status, _, retry_after = status.partition(":")
         code = int(status)
         body = b"%d %s\n" % (code, REASONS.get(code, "Status").encode())
-        conn.sendall(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+        extra = b"Retry-After: %s\r\n" % retry_after.encode() if retry_after else b""
+        conn.sendall(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%s"
                      b"Content-Length: %d\r\n\r\n%s"
-                     % (code, REASONS.get(code, "Status").encode(),
+                     % (code, REASONS.get(code, "Status").encode(), extra,
                         len(body), body))
         return True
 

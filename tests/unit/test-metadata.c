@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include "dcp-error.h"
+#include "dcp-file.h"
 #include "dcp-metadata.h"
 
 #define GUID "8a2a3b2f1c1d4e6620a90000b1c2d3e4"
@@ -223,7 +224,7 @@ test_load (void)
   g_autofree gchar *dir = g_dir_make_tmp ("dcp-metadata-XXXXXX", NULL);
   g_autofree gchar *path = g_build_filename (dir, "dovecot-attributes", NULL);
   g_autofree gchar *missing = g_build_filename (dir, "none", "dovecot-attributes", NULL);
-  g_autofree gchar *big = g_malloc0 (DCP_METADATA_FILE_MAX + 1);
+  g_autofree gchar *big = g_malloc0 (DCP_FILE_MAX + 1);
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) got = NULL;
 
@@ -241,7 +242,7 @@ test_load (void)
 
   /* a file over the limit is refused whole */
   memcpy (big, KEY TOKEN_A "\n", strlen (KEY TOKEN_A "\n"));
-  g_assert_true (g_file_set_contents (path, big, DCP_METADATA_FILE_MAX + 1, NULL));
+  g_assert_true (g_file_set_contents (path, big, DCP_FILE_MAX + 1, NULL));
   got = dcp_metadata_load (path, NULL, &error);
   g_assert_null (got);
   g_assert_error (error, DCP_ERROR, DCP_ERROR_INVALID);
