@@ -58,13 +58,37 @@ CORE_VERSION = "2.62.0"
 CORE_TARBALL = "deltachat-stdio-rpc-server-linux-x64-%s.tgz" % CORE_VERSION
 CORE_SHA1 = "5ffe4492efc76f113bfc82532fad2cd7fc6327ff"
 REGISTRY = os.environ.get("DCP_NPM_REGISTRY") or "https://registry.npmjs.org"
+# Core 1.138 for the push token: its prebuilt libdeltachat has the C API.
+OLD_PACKAGE = "deltachat-node"
+OLD_VERSION = "1.138.0"
+OLD_TARBALL = "deltachat-node-%s.tgz" % OLD_VERSION
+OLD_SHA1 = "99213a8afde12b5811751f920755894172687845"
+OLD_LIB = "package/node/prebuilds/linux-x64/node.napi.node"
+# What node.napi.node needs from Node.js (N-API and libuv), as no-ops:
+# the C API below never calls them.
+NAPI_STUBS = """
+napi_call_function napi_call_threadsafe_function
+napi_create_array_with_length napi_create_async_work
+napi_create_buffer_copy napi_create_double napi_create_external
+napi_create_function napi_create_int32 napi_create_int64
+napi_create_reference napi_create_string_utf8
+napi_create_threadsafe_function napi_create_uint32
+napi_delete_async_work napi_delete_reference napi_get_array_length
+napi_get_cb_info napi_get_element napi_get_global
+napi_get_last_error_info napi_get_null napi_get_reference_value
+napi_get_value_double napi_get_value_external napi_get_value_int32
+napi_get_value_string_utf8 napi_get_value_uint32 napi_module_register
+napi_queue_async_work napi_release_threadsafe_function napi_set_element
+napi_set_named_property napi_throw_error napi_throw_type_error
+uv_thread_create uv_thread_join
+""".split()
 
 ALICE, BOB, PASSWORD = metadata.ALICE, metadata.BOB, metadata.PASSWORD
 TOOLS = ["/usr/sbin/dovecot", "/usr/bin/doveconf", "/usr/bin/sievec",
          "/usr/lib/dovecot/lmtp",
          "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so",
          "/usr/sbin/postfix", "getmail", "patch", "curl", "unshare", "ip",
-         "setpriv", "/usr/bin/time"]
+         "setpriv", "cc", "/usr/bin/time"]
 LIMIT = 170
 
 
@@ -86,36 +110,46 @@ def sha1(path):
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def fetch_core():
-    """The pinned core tarball: from the cache, else with `npm pack` where
+def fetch(package, version, tarball, digest, offline=False):
+    """A pinned npm tarball: from the cache, else with `npm pack` where
     npm is installed, else with curl from the registry's tarball URL
     (Debian's npm cannot be installed beside a nodejs that ships its
     own); either way its SHA-1 is checked.  Returns (path, how)."""
     d = cache_dir()
-    path = os.path.join(d, CORE_TARBALL)
+    path = os.path.join(d, tarball)
     how = "cached in %s" % d
-    if not (os.path.exists(path) and sha1(path) == CORE_SHA1):
+    if not (os.path.exists(path) and sha1(path) == digest):
+        if offline:
+            raise RuntimeError("%s is not in %s" % (tarball, d))
         t0 = time.time()
         if shutil.which("npm"):
             how = "npm pack"
             argv = ["npm", "pack", "--silent", "--pack-destination", d,
-                    "%s@%s" % (CORE_PACKAGE, CORE_VERSION)]
+                    "%s@%s" % (package, version)]
         else:
             how = "curl"
             argv = ["curl", "-fsSL", "--max-time", "240", "-o", path,
-                    "%s/%s/-/%s" % (REGISTRY, CORE_PACKAGE,
-                                    CORE_TARBALL.replace("deltachat-", "",
-                                                         1))]
+                    "%s/%s/-/%s-%s.tgz" % (REGISTRY, package,
+                                           package.split("/")[-1], version)]
         r = subprocess.run(argv, capture_output=True, timeout=300,
                            env=dict(os.environ, npm_config_cache=os.path.join(
                                d, "npm")))
         if r.returncode != 0 or not os.path.exists(path):
             raise RuntimeError("%s failed: %r" % (" ".join(argv), r))
         how += " (%.1f s)" % (time.time() - t0)
-    if sha1(path) != CORE_SHA1:
+    if sha1(path) != digest:
         raise RuntimeError("%s: SHA-1 %s, expected %s"
-                           % (path, sha1(path), CORE_SHA1))
+                           % (path, sha1(path), digest))
     return path, how
+
+
+def fetch_core(offline=False):
+    return fetch(CORE_PACKAGE, CORE_VERSION, CORE_TARBALL, CORE_SHA1,
+                 offline)
+
+
+def fetch_old(offline=False):
+    return fetch(OLD_PACKAGE, OLD_VERSION, OLD_TARBALL, OLD_SHA1, offline)
 
 
 POSTFIX_MAIN = """\
@@ -225,6 +259,15 @@ def prepare(tmp, core_tgz):
                 open(os.path.join(core, "deltachat-rpc-server"), "wb") as dst:
             shutil.copyfileobj(src, dst)
     os.chmod(os.path.join(core, "deltachat-rpc-server"), 0o755)
+    try:
+        with tarfile.open(fetch_old(offline=True)[0]) as t:
+            with t.extractfile(t.getmember(OLD_LIB)) as src, \
+                    open(os.path.join(core, "libdeltachat-1.138.so"),
+                         "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as e:
+        with open(os.path.join(core, "libdeltachat-1.138.error"), "w") as f:
+            f.write(str(e))
     ports = {k: h.free_port() for k in ("smtp", "imap", "lmtp", "auth")}
     d, stop = start_postfix(ports)
     ports["postfix_dir"] = d
@@ -467,7 +510,7 @@ def scenario_realcore(w, tap):
            h.tail(os.path.join(ports["postfix_dir"], "maillog")))
 
     # The device token: see the module's docstring of token().
-    token, how = store_token(w, tap)
+    token, how = store_token(w, tap, ports, homes)
 
     # getmail --idle on alice's mailbox, patched as the README says, with
     # the user's config file naming her own address (--self).
@@ -491,17 +534,120 @@ def scenario_realcore(w, tap):
         tap.info("token: %s" % how)
 
 
-def store_token(w, tap):
+OLD_TOKEN = "fcm-chat.delta:realcore-token-of-core-1.138"
+
+
+def store_token(w, tap, ports, homes):
     """Core 2.62 has no JSON-RPC call for the push token (only the C API's
-    dc_accounts_set_push_device_token).  Store it with the exact command
-    core 2.62 sends, from an IMAP login of its own."""
+    dc_accounts_set_push_device_token).  A device of core 1.138 (its C API
+    through ctypes) logs in as alice and stores a plain token the way it
+    does where the server says XDELTAPUSH; if that cannot be done here,
+    the token is stored with the exact command core 2.62 sends, from an
+    IMAP login of its own."""
+    path = os.path.join(homes[ALICE], metadata.DICT)
+    why = "libdeltachat 1.138 not unpacked"
+    lib = w.path("core", "libdeltachat-1.138.so")
+    if os.path.exists(lib):
+        t0 = time.time()
+        stub = w.path("core", "napi-stub.so")
+        with open(stub[:-3] + ".c", "w") as f:
+            f.write("".join("int %s(void) { return 0; }\n" % n
+                            for n in NAPI_STUBS))
+        r = w.procs.run(["cc", "-shared", "-fPIC", "-o", stub,
+                         stub[:-3] + ".c"], env=w.env(), timeout=60)
+        if r.rc == 0:
+            dev = w.procs.start(
+                [sys.executable, os.path.abspath(__file__), "--device",
+                 lib, stub, w.path("core", "accounts-1.138"), ALICE,
+                 PASSWORD, str(ports["imap"]), str(ports["smtp"]),
+                 OLD_TOKEN], log=w.path("core-1.138.log"), env=w.env())
+            wait_until(lambda: [v for k, v in metadata.dict_pairs(path)
+                                if v == OLD_TOKEN.encode()]
+                       or dev.poll() is not None, 60)
+            w.procs.stop(dev)
+            stored = [k for k, v in metadata.dict_pairs(path)
+                      if v == OLD_TOKEN.encode()]
+            if stored:
+                tap.ok(True, "core 1.138 (C API, dc_accounts_set_push_"
+                       "device_token) stores its plain token in Dovecot's "
+                       "metadata (%.1f s)" % (time.time() - t0))
+                return OLD_TOKEN, ("stored by core 1.138 through its C API "
+                                   "(dc_accounts_set_push_device_token, "
+                                   "libdeltachat from npm %s@%s)"
+                                   % (OLD_PACKAGE, OLD_VERSION))
+            why = "core 1.138 stored nothing: %s" % h.tail(
+                w.path("core-1.138.log"), 8)
+        else:
+            why = "no stub library: %r" % r
+    elif os.path.exists(lib[:-3] + ".error"):
+        with open(lib[:-3] + ".error") as f:
+            why = f.read()
     token = metadata.fake_token(62)
     ok, caps, set_ok = metadata.upload(w, token, literal=False)
     tap.ok(b" OK " in set_ok, "the device token is stored with "
            "SETMETADATA \"INBOX\" (/private/devicetoken \"...\"), as core "
            "2.62 sends it, from a separate IMAP login", repr(set_ok))
     return token, ("stored with core 2.62's exact SETMETADATA command from "
-                   "a separate IMAP login (no JSON-RPC call sets it)")
+                   "a separate IMAP login, since core 1.138's C API could "
+                   "not be used here: %s" % why)
+
+
+def device(lib, stub, d, addr, password, imap, smtp, token):
+    """Child process: one device of core 1.138 through its C API; sets
+    the push token, configures, starts IO, and runs until killed (at most
+    90 s)."""
+    import ctypes
+    ctypes.CDLL(stub, mode=os.RTLD_GLOBAL)
+    dc = ctypes.CDLL(lib)
+    P, S, U = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32
+    for name, res, args in (
+            ("dc_accounts_new", P, [S, ctypes.c_int]),
+            ("dc_accounts_add_account", U, [P]),
+            ("dc_accounts_get_account", P, [P, U]),
+            ("dc_set_config", ctypes.c_int, [P, S, S]),
+            ("dc_configure", None, [P]),
+            ("dc_accounts_get_event_emitter", P, [P]),
+            ("dc_get_next_event", P, [P]),
+            ("dc_event_get_id", ctypes.c_int, [P]),
+            ("dc_event_get_data1_int", ctypes.c_int, [P]),
+            ("dc_event_get_data2_str", P, [P]),
+            ("dc_event_unref", None, [P]),
+            ("dc_accounts_set_push_device_token", None, [P, S]),
+            ("dc_accounts_start_io", None, [P])):
+        f = getattr(dc, name)
+        f.restype, f.argtypes = res, args
+    accounts = dc.dc_accounts_new(d.encode(), 1)
+    ctx = dc.dc_accounts_get_account(accounts,
+                                     dc.dc_accounts_add_account(accounts))
+    for key, value in (("addr", addr), ("mail_pw", password),
+                       ("mail_server", "127.0.0.1"), ("mail_port", imap),
+                       ("mail_security", "3"), ("mail_user", addr),
+                       ("send_server", "127.0.0.1"), ("send_port", smtp),
+                       ("send_security", "3"), ("send_user", addr),
+                       ("send_pw", password), ("mvbox_move", "0"),
+                       ("bcc_self", "0")):
+        dc.dc_set_config(ctx, key.encode(), value.encode())
+    emitter = dc.dc_accounts_get_event_emitter(accounts)
+    dc.dc_accounts_set_push_device_token(accounts, token.encode())
+    dc.dc_configure(ctx)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ev = dc.dc_get_next_event(emitter)
+        if not ev:
+            return 1
+        kind = dc.dc_event_get_id(ev)
+        data1 = dc.dc_event_get_data1_int(ev)
+        if kind in (300, 400) or (kind == 2041 and data1 in (0, 1000)):
+            text = dc.dc_event_get_data2_str(ev)
+            print("event %d %d %s" % (kind, data1, ctypes.string_at(text)
+                                       .decode("utf-8", "replace")
+                                       if text else ""), flush=True)
+        if kind == 2041 and data1 == 1000:
+            dc.dc_accounts_start_io(accounts)
+        elif kind == 2041 and data1 == 0:
+            return 1
+        dc.dc_event_unref(ev)
+    return 0
 
 
 def start_getmail(w, tap, ports):
@@ -732,6 +878,8 @@ def main(argv):
     if len(argv) >= 5 and argv[1] == "--inner":
         sys.path.insert(0, os.path.join(argv[4], "harness"))
         return run.inner(argv[2], argv[3], argv[4])
+    if len(argv) == 10 and argv[1] == "--device":
+        return device(*argv[2:])
     if len(argv) == 4 and argv[1] == "--netns":
         # inside unshare -n: bring loopback up, then as run.py does
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True,
@@ -754,6 +902,12 @@ def main(argv):
         path, how = fetch_core()
         print("# core %s@%s: %s" % (CORE_PACKAGE, CORE_VERSION, how),
               flush=True)
+        try:
+            how = fetch_old()[1]
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            how = "failed, the token will be stored without it: %s" % e
+        print("# core %s@%s: %s" % (OLD_PACKAGE, OLD_VERSION, how),
+              flush=True)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         print("1..1\nnot ok 1 - the core from npm\n# %s"
               % str(e).replace("\n", "\n# "))
@@ -769,7 +923,7 @@ def main(argv):
 
 
 def outer(scenario, binary):
-    core = fetch_core()[0]
+    core = fetch_core(offline=True)[0]
     return run.outer(scenario, binary,
                      prepare=lambda tmp: prepare(tmp, core))
 
