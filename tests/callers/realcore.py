@@ -87,7 +87,7 @@ ALICE, BOB, PASSWORD = metadata.ALICE, metadata.BOB, metadata.PASSWORD
 TOOLS = ["/usr/sbin/dovecot", "/usr/bin/doveconf", "/usr/bin/sievec",
          "/usr/lib/dovecot/lmtp",
          "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so",
-         "/usr/sbin/postfix", "getmail", "patch", "curl", "unshare", "ip",
+         "/usr/sbin/postfix", "getmail", "patch", "curl", "unshare",
          "setpriv", "cc", "/usr/bin/time"]
 LIMIT = 170
 
@@ -276,6 +276,17 @@ def prepare(tmp, core_tgz):
     return stop
 
 
+def loopback_up():
+    """ip link set lo up, without iproute2 (not in a minimal Debian)."""
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0))
+        flags = struct.unpack("16sH", ifr[:18])[1]       # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))
+
+
 def in_namespace():
     """Are we alone on a loopback of our own?"""
     try:
@@ -341,7 +352,7 @@ class Rpc:
     def event_loop(self):
         while self.p.poll() is None:
             try:
-                ev = self.call("get_next_event", timeout=3600)
+                ev = self.call("get_next_event", timeout=LIMIT)
             except (RuntimeError, OSError, ValueError):
                 return
             with self.cond:
@@ -882,8 +893,7 @@ def main(argv):
         return device(*argv[2:])
     if len(argv) == 4 and argv[1] == "--netns":
         # inside unshare -n: bring loopback up, then as run.py does
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True,
-                       timeout=20)
+        loopback_up()
         return outer(argv[2], argv[3])
     if len(argv) != 3 or argv[1] != "realcore":
         print("usage: realcore.py realcore DELTACHAT-PUSH", file=sys.stderr)
