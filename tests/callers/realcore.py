@@ -12,9 +12,16 @@ or 2.4 with examples/dovecot-2.X-metadata.conf included as the
 administrator would.  Every delivery runs the global Sieve after-script
 (--dovecot-metadata), which pushes the token stored on the server; and
 getmail6 --idle, patched the documented way, watches the same mailbox
-and pushes the token of its own token file.  Everything listens on
-127.0.0.1 in a network namespace of its own (unshare -n) when that can
-be made.
+and pushes the token of its own token file (self= in the user's config
+file, as examples/config shows).  Everything listens on 127.0.0.1 in a
+network namespace of its own (unshare -n) when that can be made.
+
+The token on the server: core 2.62 has no JSON-RPC call for it, so a
+device of core 1.138 (npm deltachat-node, whose prebuilt libdeltachat has
+the whole C API, loaded with ctypes) sets it with
+dc_accounts_set_push_device_token() and stores it itself; where that
+fails, the exact command core 2.62 sends stores one, and the output says
+so.
 
 Why: every other test plays Delta Chat with hand-written bytes.  The real
 core sends what they do not: encrypted automatic messages (securejoin,
@@ -22,9 +29,9 @@ read receipts, sync), copies to itself, and it deletes what it has read
 while getmail may still be about to fetch it.
 
 Needs root (Postfix's master runs as root; everything else runs as
-nobody, as run.py does).  The npm tarball is kept in DCP_NPM_CACHE (the
+nobody, as run.py does).  The npm tarballs are kept in DCP_NPM_CACHE (the
 build directory, from meson) or $XDG_CACHE_HOME/deltachat-push-tests, so
-that only the first run downloads it; its SHA-1 is checked.
+that only the first run downloads them; their SHA-1 is checked.
 
 The deltachat-push runs get --window=0 (the harness wrapper): the rate
 limit is not what is checked here, and the reply after a read receipt is
@@ -415,7 +422,7 @@ def start_dovecot(w, tap, ports):
     return major, homes
 
 
-def setup_account(rpc, tap, addr, ports):
+def setup_account(rpc, addr, ports):
     acc = rpc.call("add_account")
     # bcc_self: a copy of what she sends comes back to her mailbox, as
     # with a second device; mdns_enabled: read receipts
@@ -514,6 +521,8 @@ def scenario_realcore(w, tap):
     tap.info("network: %s" % (
         "a namespace of its own (unshare -n), loopback only"
         if in_namespace() else "the host's loopback, free ports"))
+    tap.info("deltachat-push runs with --window=0: the rate limit is not "
+             "what is checked here")
     srv = w.start_server()
     open(w.path("capture"), "w").close()
     major, homes = start_dovecot(w, tap, ports)
@@ -532,8 +541,8 @@ def scenario_realcore(w, tap):
         info = rpc.call("get_system_info")
         tap.info("core %s (%s@%s)" % (info.get("deltachat_core_version"),
                                       CORE_PACKAGE, CORE_VERSION))
-        a, ta = setup_account(rpc, tap, ALICE, ports)
-        b, tb = setup_account(rpc, tap, BOB, ports)
+        a, ta = setup_account(rpc, ALICE, ports)
+        b, tb = setup_account(rpc, BOB, ports)
         tap.ok(rpc.call("is_configured", a) and rpc.call("is_configured", b),
                "two accounts configured over JSON-RPC (%.1f s, %.1f s)"
                % (ta, tb))
@@ -813,9 +822,11 @@ def conversation(w, tap, srv, rpc, a, b, token, g):
           if reply and r.mid == reply.mid]
     gp = [x for x in ph.posts(h.TOKEN, t_reply, time.time())
           if gm and gm[0].start - 0.01 <= x.time <= gm[0].end + 0.05]
-    tap.ok(len(gm) == 1 and len(gp) == 1,
-           "getmail --idle pushes the reply once, %s after Dovecot stored "
-           "it" % ("%.3f s" % (gp[0].time - reply.end) if gp else "-"),
+    tap.ok(len(gm) == 1 and len(gp) == 1 and
+           gp[0].time - reply.end <= races.BOUND,
+           "getmail --idle pushes the reply once, within %.0f s of Dovecot "
+           "storing it (%s)" % (races.BOUND, "%.3f s" % (
+               gp[0].time - reply.end) if gp else "none"),
            h.tail(getmail_log))
 
     # ---- two more securejoins (groups): core deletes what it has read
