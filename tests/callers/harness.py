@@ -277,7 +277,8 @@ class World:
         'url') and --window=0 (or the content of the file 'window') added, and logs one line per run:
         With --retry=caller, so that run.py's scenarios see the exit-75
         contract with real callers, unless set_retry() says otherwise.
-            start end exitcode maxrss_kb stdin-kind
+            start end exitcode maxrss_kb stdin-kind pid user
+        (user: $USER, which Dovecot sets to the recipient's login)
         It execs nothing else and adds nothing to stdout or stderr.  If
         the file 'capture' exists, stdin is also copied to capture.N."""
         t = self.tmp
@@ -317,7 +318,7 @@ fi
 end=$(/bin/date +%%s.%%N)
 kb=$(/usr/bin/tail -n 1 "$rss" 2>/dev/null)
 /bin/rm -f "$rss"
-echo "$start $end $rc ${kb:-0} $kind $$" >> %(t)s/runs.log
+echo "$start $end $rc ${kb:-0} $kind $$ ${USER:--}" >> %(t)s/runs.log
 exit $rc
 """ % {"t": t, "bin": self.real_binary}
         with open(self.wrapper, "w") as f:

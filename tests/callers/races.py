@@ -13,11 +13,16 @@ patched the documented way (examples/getmail6-idle-race-apply, with the
 PYTHONPATH line of examples/deltachat-push@.service): every message is
 pushed within 2 s, 20 times in a row.
 
+And a message that vanishes: expunged by another session (as Delta
+Chat does with what it has read) between getmail's IDLE notice and its
+FETCH.  Stock getmail dies; patched getmail skips it, hands over the next
+message and goes on idling.
+
 getmail talks to Dovecot through a small TLS proxy (ImapProxy) that sees
 the commands in clear: it tells when getmail idles, and for race B it holds
 getmail's IDLE command, delivers a message, then passes IDLE on.
 
-    races.py {race_a|race_b} /path/to/deltachat-push
+    races.py {race_a|race_b|vanished} /path/to/deltachat-push
 
 Root handling, time limits and clean-up are run.py's (this file only adds
 its scenarios there).
@@ -38,7 +43,7 @@ import harness as h  # noqa: E402
 import run  # noqa: E402
 from harness import wait_until  # noqa: E402
 
-SCENARIOS = ("race_a", "race_b")
+SCENARIOS = ("race_a", "race_b", "vanished")
 ROUNDS = 20          # patched getmail: rounds in a row, each within ...
 BOUND = 2.0          # ... this many seconds from delivery to push
 STOCK_ROUNDS = 3
@@ -71,6 +76,11 @@ class ImapProxy:
         self.idle_sent = False      # IDLE passed on, "+" not back yet
         self.hold = None
         self.held = False           # the IDLE passed on was held
+        # [(regex, callback)]: the next client line matching the first
+        # pattern is held, callback(match) called, then passed on.
+        self.holds = []
+        self.answers = []           # server lines: BODY[] NIL, EXPUNGEISSUED
+        self.strip_nil = False      # drop "* N FETCH (UID U BODY[] NIL)"
         self.same_packet = []       # per held IDLE: EXISTS came with "+"
         self.keepalives = []        # when Dovecot's "* OK Still here" came
         self.socks = []
@@ -105,6 +115,11 @@ class ImapProxy:
         shut(up)
 
     def client_line(self, line, up):
+        with self.cond:
+            m = self.holds and self.holds[0][0].match(line)
+            step = self.holds.pop(0)[1] if m else None
+        if step:
+            step(m)
         if self.IDLE.match(line):
             with self.cond:
                 hold, self.hold = self.hold, None
@@ -126,6 +141,14 @@ class ImapProxy:
             with self.cond:
                 if b"* OK Still here" in chunk:
                     self.keepalives.append(time.time())
+                if self.strip_nil:
+                    # A server that sends no FETCH data at all for it.
+                    chunk = re.sub(rb"\* \d+ FETCH \(UID \d+ BODY\[\] NIL\)"
+                                   rb"\r\n", b"", chunk)
+                if len(self.answers) < 20:
+                    self.answers += re.findall(
+                        rb"[^\r\n]*(?:BODY\[\] NIL|EXPUNGEISSUED)[^\r\n]*",
+                        chunk)
                 if self.idle_sent and re.search(rb"(^|\n)\+ ", chunk):
                     self.idle_sent = False
                     self.idling = True
@@ -456,6 +479,154 @@ def phase(ctx, argv, pythonpath, rounds, what):
         ctx.w.procs.stop(g)
 
 
+
+# ---------------------------------------------------------------- vanished
+
+DONE = re.compile(rb"^DONE\r\n$")
+FETCH_BODY = re.compile(rb"^\S+ UID FETCH (\d+) \((?:BODY\.PEEK\[\]|RFC822)\)"
+                        rb"\r\n$")
+
+
+def expunge_uid(w, uid):
+    """What Delta Chat does to a message it has read: another IMAP
+    session stores \Deleted on it and expunges it."""
+    c = w.imap()
+    try:
+        c.select("INBOX")
+        typ, _ = c.uid("STORE", uid, "+FLAGS", r"(\Deleted)")
+        c.expunge()
+        return typ == "OK"
+    finally:
+        c.logout()
+
+
+def handed_over(w):
+    """Message-IDs of the messages getmail handed to deltachat-push."""
+    out = []
+    for name in sorted(os.listdir(w.tmp)):
+        if name.startswith("capture."):
+            with open(w.path(name), "rb") as f:
+                m = re.search(rb"^Message-ID: (\S+)", f.read(), re.M)
+            out.append(m.group(1).decode() if m else None)
+    return out
+
+
+def vanish_round(w, proxy, tag):
+    """getmail idles; message 1 comes in; while getmail's DONE is held,
+    message 2 comes in (one pass sees both); while getmail's FETCH of
+    message 1 is held, another session expunges it.  Returns (mid1,
+    mid2, steps done: 2 when both holds fired)."""
+    mid1, m1 = h.message("%s: expunged before getmail fetches it" % tag)
+    mid2, m2 = h.message("%s: the next message" % tag)
+    steps = []
+
+    def on_done(match):
+        if w.deliver(m2)[1].rc == 0:
+            steps.append("delivered 2")
+
+    def on_fetch(match):
+        if expunge_uid(w, match.group(1).decode()):
+            steps.append("expunged 1")
+    with proxy.cond:
+        proxy.holds = [(DONE, on_done), (FETCH_BODY, on_fetch)]
+    w.deliver(m1)
+    wait_until(lambda: len(steps) == 2, 20)
+    with proxy.cond:
+        proxy.holds = []
+    return mid1, mid2, len(steps)
+
+
+def scenario_vanished(w, tap):
+    srv = w.start_server()
+    w.start_dovecot()
+    proxy = ImapProxy(w)
+    open(w.path("capture"), "w").close()
+    try:
+        argv = run.getmail_idle(w, proxy.port)
+        pp = unit_pythonpath(w)
+        log = w.path("getmail.log")
+
+        # Stock getmail: documented, asserted as it is.
+        g = start_getmail(w, argv, pp)
+        try:
+            tap.ok(proxy.wait_idling(30), "stock getmail idles",
+                   h.tail(log))
+            mid1, mid2, steps = vanish_round(w, proxy, "stock")
+            tap.ok(steps == 2, "stock getmail: message 2 came in during "
+                   "DONE, message 1 was expunged during its FETCH",
+                   "steps %d" % steps)
+            wait_until(lambda: g.poll() is not None, 20)
+            rc = g.poll()
+            text = h.tail(log, 60)
+            tap.ok(rc is not None and rc != 0 and "AttributeError" in text,
+                   "stock getmail dies on the vanished message "
+                   "(AttributeError), --idle ends", "rc %r\n%s" % (rc, text))
+            tap.ok(mid2 not in handed_over(w), "stock getmail did not hand "
+                   "over the message after it", repr(handed_over(w)))
+            tap.info("stock getmail exit status %r; Dovecot answered: %s"
+                     % (rc, b" | ".join(proxy.answers[:2]).decode()))
+        finally:
+            w.procs.stop(g)
+
+        r = apply_script(w)
+        tap.ok(r.rc == 0 and b"vanished 1" in r.out, "getmail6-idle-race-"
+               "apply makes the patched copy (with the vanished fix)",
+               repr(r))
+
+        # Patched getmail: its first pass hands over what stock left.
+        g = start_getmail(w, argv, pp)
+        try:
+            tap.ok(proxy.wait_idling(30), "patched getmail idles",
+                   h.tail(log))
+            for tag, strip in (("BODY[] NIL", False), ("no FETCH data", True)):
+                proxy.strip_nil = strip
+                patched_vanish(w, tap, srv, proxy, g, tag)
+            proxy.strip_nil = False
+        finally:
+            proxy.wait_idling(10)
+            w.procs.stop(g)
+    finally:
+        proxy.stop()
+
+
+def vanished_logged(log):
+    with open(log, errors="replace") as f:
+        return f.read().count("vanished before it could be fetched")
+
+
+def patched_vanish(w, tap, srv, proxy, g, tag):
+    """One vanish_round with patched getmail, the server answering the
+    FETCH of the expunged message as tag says."""
+    log = w.path("getmail.log")
+    time.sleep(0.3)
+    before = handed_over(w)
+    logged = vanished_logged(log)
+    base = len(srv.requests)
+    mid1, mid2, steps = vanish_round(w, proxy, "patched, " + tag)
+    tap.ok(steps == 2, "patched getmail, %s: message 2 came in during DONE, "
+           "message 1 was expunged during its FETCH" % tag, "steps %d" % steps)
+    srv.wait_for(base + 1, 15)
+    time.sleep(1)
+    now = handed_over(w)[len(before):]
+    tap.ok(now == [mid2] and len(srv.requests) == base + 1,
+           "patched getmail, %s: skips the vanished message and hands over "
+           "the next one: one push" % tag,
+           "handed over %r (expected [%r]), pushes %d" % (
+               now, mid2, len(srv.requests) - base))
+    text = h.tail(log, 60)
+    tap.ok(vanished_logged(log) == logged + 1, "patched getmail, %s: logs "
+           "the vanished message" % tag, text)
+    ok = proxy.wait_idling(20) and g.poll() is None
+    tap.ok(ok, "patched getmail, %s: still running and idling" % tag, text)
+    base = len(srv.requests)
+    t0, _ = w.deliver(h.message("patched, %s: the message after" % tag)[1])
+    n = srv.wait_for(base + 1, 10)
+    tap.ok(n == base + 1 and srv.requests[base].time - t0 < BOUND,
+           "patched getmail, %s: pushes the message after within %.0f s"
+           % (tag, BOUND), "pushes %d" % (n - base))
+    proxy.wait_idling(10)
+
+
 # ---------------------------------------------------------------- main
 
 for _s in SCENARIOS:
@@ -465,6 +636,7 @@ for _s in SCENARIOS:
     run.LIMITS[_s] = 240
 run.scenario_race_a = scenario_race_a
 run.scenario_race_b = scenario_race_b
+run.scenario_vanished = scenario_vanished
 
 
 def main(argv):
@@ -472,7 +644,7 @@ def main(argv):
         sys.path.insert(0, os.path.join(argv[4], "harness"))
         return run.inner(argv[2], argv[3], argv[4])
     if len(argv) != 3 or argv[1] not in SCENARIOS:
-        print("usage: races.py {race_a|race_b} DELTACHAT-PUSH",
+        print("usage: races.py {race_a|race_b|vanished} DELTACHAT-PUSH",
               file=sys.stderr)
         return 2
     if h.skip_missing_tools(run.TOOLS[argv[1]]):

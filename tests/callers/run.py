@@ -67,7 +67,10 @@ def find_examples():
 
 # ================================================================ outer
 
-def outer(scenario, binary):
+def outer(scenario, binary, prepare=None):
+    """prepare(tmp), when given, runs as root before tmp is handed over
+    and returns a function run at the very end (after every process of
+    the inner run is killed)."""
     if os.geteuid() != 0:
         return inner(scenario, binary, tempfile.mkdtemp(prefix="dcp-callers-"),
                      own_tmp=True)
@@ -75,6 +78,7 @@ def outer(scenario, binary):
     import pwd
     nobody = pwd.getpwnam("nobody")
     tmp = tempfile.mkdtemp(prefix="dcp-callers-")
+    finish = None
     try:
         os.makedirs(os.path.join(tmp, "harness", "examples"))
         # run.py, harness.py and the scenario files that import them
@@ -92,6 +96,8 @@ def outer(scenario, binary):
         if scenario != "systemd":
             shutil.copy(binary, real)
             os.chmod(real, 0o755)
+        if prepare is not None:
+            finish = prepare(tmp)
         for root, dirs, files in os.walk(tmp):
             for n in dirs + files:
                 os.lchown(os.path.join(root, n), nobody.pw_uid,
@@ -124,6 +130,8 @@ def outer(scenario, binary):
         kill_recorded(tmp)
         return rc
     finally:
+        if finish is not None:
+            finish()
         if os.environ.get("DCP_CALLERS_KEEP"):
             print("# kept %s" % tmp, flush=True)
         else:
