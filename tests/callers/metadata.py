@@ -676,6 +676,8 @@ def hostile(w, tap, dict_path, deliver, known):
 # ---------------------------------------------------------------- main
 
 run.TOOLS["metadata"] = ["/usr/sbin/dovecot", "/usr/bin/doveconf",
+                         "/usr/bin/doveadm",
+                         "/usr/lib/dovecot/modules/lib01_mail_lua_plugin.so",
                          "/usr/bin/sievec", "/usr/lib/dovecot/lmtp",
                          "/usr/lib/dovecot/modules/sieve/"
                          "lib90_sieve_extprograms_plugin.so", "/usr/bin/time"]
