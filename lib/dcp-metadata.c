@@ -133,6 +133,18 @@ token_value (const gchar *key, const gchar *raw, gsize raw_len, const gchar *wha
   return g_steal_pointer (&value);
 }
 
+/* FALSE (and a warning) when tokens already holds as many as we take */
+static gboolean
+room_for (GPtrArray *tokens, GPtrArray *warnings)
+{
+  if (tokens->len < DCP_METADATA_TOKENS_MAX)
+    return TRUE;
+  if (warnings != NULL)
+    g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest are ignored",
+                                                DCP_METADATA_TOKENS_MAX));
+  return FALSE;
+}
+
 /* The valid, unique device tokens of the dictionary in data, in file
  * order; one line per problem is added to warnings (if not NULL). */
 GPtrArray *
@@ -160,13 +172,9 @@ dcp_metadata_parse (const gchar *data, gsize len, GPtrArray *warnings)
           g_free (value);
           continue;
         }
-      if (tokens->len == DCP_METADATA_TOKENS_MAX)
+      if (!room_for (tokens, warnings))
         {
           g_free (value);
-          if (warnings != NULL)
-            g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest "
-                                                        "are ignored",
-                                                        DCP_METADATA_TOKENS_MAX));
           break;
         }
       g_ptr_array_add (tokens, value);
@@ -311,13 +319,9 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
           g_free (value);
           continue;
         }
-      if (found->len == DCP_METADATA_TOKENS_MAX)
+      if (!room_for (found, warnings))
         {
           g_free (value);
-          if (warnings != NULL)
-            g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest "
-                                                        "are ignored",
-                                                        DCP_METADATA_TOKENS_MAX));
           break;
         }
       seen = g_new0 (DcpMetadataSeen, 1);
