@@ -6,9 +6,10 @@
  * offers METADATA and answers /shared/vendor/deltachat/maxsmtprecipients
  * with a number (core 2.58 and later; XDELTAPUSH before 2.60).  Dovecot's
  * file dict keeps it as a pair of lines, `priv/<INBOX GUID>/devicetoken`
- * then the value, both tab-escaped (src/lib-dict/dict-file.c, str_tabescape()).  Reading that
- * file is the only way that works as the mail user, which is how Dovecot
- * runs a sieve program: doveadm needs the auth-userdb socket.
+ * then the value, both tab-escaped (src/lib-dict/dict-file.c,
+ * str_tabescape()).  Reading that file is the only way that works as the
+ * mail user, which is how Dovecot runs a sieve program: doveadm needs the
+ * auth-userdb socket.
  *
  * That file keeps only the token written last; the login hook
  * (examples/deltachat-push.lua) records every token it sees there at
