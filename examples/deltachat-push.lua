@@ -79,6 +79,8 @@ local function setting(user, name)
   return settings[name]
 end
 
+-- The file's content; nil when it does not exist (or cannot be opened),
+-- false when it is larger than FILE_MAX.
 local function read_file(path)
   local f = io.open(path, "rb")
   if f == nil then
@@ -87,7 +89,7 @@ local function read_file(path)
   local data = f:read(FILE_MAX + 1)
   f:close()
   if data ~= nil and #data > FILE_MAX then
-    return nil
+    return false
   end
   return data or ""
 end
@@ -168,7 +170,8 @@ local function write_devices(user, path, list, times, rank, now)
 end
 
 -- Record the dict's device tokens; return the dict's maxsmtprecipients
--- (nil when absent) and whether the dict file exists.
+-- (nil when absent) and whether the dict could be read (a missing one
+-- can: it holds nothing yet).
 local function catch_tokens(user)
   local home = user.home
   if home == nil or home == "" then
@@ -177,6 +180,9 @@ local function catch_tokens(user)
   local dict = home .. "/" .. setting(user, "deltachat_push_dict")
   local data = read_file(dict)
   if data == nil then
+    return nil, true
+  elseif data == false then
+    log_error(user, dict .. " is larger than 1 MiB, not read")
     return nil, false
   end
   local found, limit = parse_dict(data)
@@ -228,9 +234,11 @@ end
 
 -- doveadm as this process's user (the mail user), with a clean
 -- environment (an inherited one makes doveconf fail) and no userdb lookup
--- (the mail user cannot reach the auth-userdb socket).
+-- (the mail user cannot reach the auth-userdb socket); the login waits
+-- for it, 10 s at most.
 local function set_limit(user, value)
-  local env = "/usr/bin/env -i USER=" .. quote(user.username) .. " HOME=" .. quote(user.home) .. " "
+  local env = "/usr/bin/timeout 10 /usr/bin/env -i USER=" .. quote(user.username) .. " HOME="
+    .. quote(user.home) .. " "
   local cmd
   if dovecot24 then
     cmd = env .. DOVEADM .. " -c " .. quote(dovecot_config()) .. " -o mail_home=" .. quote(user.home)
@@ -253,11 +261,11 @@ local function set_limit(user, value)
 end
 
 function mail_user_created(user)
-  local limit = catch_tokens(user)
+  local limit, known = catch_tokens(user)
   local want = tostring(setting(user, "deltachat_push_maxsmtprecipients"))
   if not want:match("^%d+$") then
     log_error(user, "deltachat_push_maxsmtprecipients is not a number: " .. want)
-  elseif limit ~= want then
+  elseif known and limit ~= want then
     set_limit(user, want)
   end
   -- anything else and Dovecot never calls mail_user_deinit_pre
