@@ -649,9 +649,21 @@ def login_cost(w, tap, major, first_login, n=50):
     port, without_port = saved[0], w.imap_port
     w.imap_port, w.lmtp_port, w.dovecot_log, w.dovecot_conf = saved
     with_hook, without = [], []
+    home = w.path("homes", CAROL.split("@")[0])
+
+    def files():
+        out = []
+        for name in (DICT, DEVICES):
+            st = os.stat(os.path.join(home, name))
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return out
+    before = files()
     for _ in range(n):
         with_hook.append(one(port, CAROL))
         without.append(one(without_port, CAROL))
+    tap.ok(files() == before, "the common login only reads: %d logins "
+           "changed neither the dict (no doveadm) nor the devices file" % n,
+           repr((before, files())))
     dev = Device(w, fake_token(21), user=FRESH[0], port=without_port)
     tap.ok(dev.limit == b"1000", "without the hook the value set before "
            "stays (it is the user's metadata)", repr(dev.untagged))
