@@ -108,7 +108,10 @@ local function parse_dict(data)
       key = line
     else
       if is_token_key(key) and #line > 0 and #line <= TOKEN_MAX then
-        tokens[#tokens + 1] = line
+        -- as many as are kept: more would be new at every login
+        if #tokens < TOKENS_MAX then
+          tokens[#tokens + 1] = line
+        end
       elseif key:match(LIMIT_DICT_KEY) then
         limit = line
       end

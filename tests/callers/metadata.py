@@ -510,6 +510,7 @@ def scenario_metadata(w, tap):
 
     every_device(w, tap, homes[CAROL], deliver)
     user_changes_limit(w, tap)
+    devices_upkeep(w, tap, homes[CAROL])
 
     hostile(w, tap, dict_path, deliver, a2)
     huge_dict_login(w, tap, dict_path)
@@ -602,6 +603,32 @@ def every_device(w, tap, home, deliver):
            "each device once", repr(devices_file(home)))
     tap.ok(len(devices_file(home) or []) == 3, "... and nothing else",
            repr(devices_file(home)))
+
+
+def devices_upkeep(w, tap, home):
+    """What the hook does with its file: keeps what is valid and recent,
+    drops junk and tokens it has not seen for 90 days."""
+    path = os.path.join(home, DEVICES)
+    now = int(time.time())
+    recent, old, new = fake_token(40), fake_token(41), fake_token(42)
+    with open(path, "w") as f:
+        f.write("junk without a time\n%d %s\n\n%d %s\nx 1\n"
+                % (now - 10 * 86400, recent, now - 100 * 86400, old))
+    Device(w, new, user=CAROL)
+    ok = hook_saw(home, [new])
+    got = devices_file(home) or []
+    with open(path) as f:
+        lines = f.read().splitlines()
+    tap.ok(ok and [t for _, t in got][0] == new
+           and recent in [t for _, t in got] and old not in
+           [t for _, t in got] and len(lines) == len(got) == 3,
+           "the hook keeps its file: the new device first, the one seen 10 "
+           "days ago, not the one seen 100 days ago, no junk",
+           repr([(t, k[:20]) for t, k in got]))
+    tap.ok(os.stat(path).st_mode & 0o777 == 0o600
+           and not [n for n in os.listdir(home) if ".tmp." in n],
+           "... rewritten 0600, no temporary file left",
+           repr(os.listdir(home)))
 
 
 def user_changes_limit(w, tap):
