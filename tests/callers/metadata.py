@@ -611,9 +611,12 @@ def devices_upkeep(w, tap, home):
     path = os.path.join(home, DEVICES)
     now = int(time.time())
     recent, old, new = fake_token(40), fake_token(41), fake_token(42)
-    with open(path, "w") as f:
+    # replaced whole, as the hook does: the logout hook of the previous
+    # session may still be reading it
+    with open(path + ".test", "w") as f:
         f.write("junk without a time\n%d %s\n\n%d %s\nx 1\n"
                 % (now - 10 * 86400, recent, now - 100 * 86400, old))
+    os.rename(path + ".test", path)
     Device(w, new, user=CAROL)
     ok = hook_saw(home, [new])
     got = devices_file(home) or []
