@@ -137,6 +137,18 @@ end
 -- Newest first; among equal times, the tokens just found in the dict
 -- first, then the file's order: the order deltachat-push pushes them in.
 local function write_devices(user, path, list, times, rank, now)
+  -- what another session of the user wrote since we read the file:
+  -- kept, so only two writes in the same instant can lose one
+  local cur_list, cur_times = parse_devices(read_file(path) or "")
+  for i, token in ipairs(cur_list) do
+    if times[token] == nil then
+      list[#list + 1] = token
+      times[token] = cur_times[token]
+      rank[token] = #list + i
+    elseif cur_times[token] > times[token] then
+      times[token] = cur_times[token]
+    end
+  end
   table.sort(list, function(a, b)
     if times[a] ~= times[b] then
       return times[a] > times[b]
