@@ -42,6 +42,9 @@ pipe :copy :try "deltachat-push" ["--token-file=/home/alice/.config/deltachat-pu
 # each user's own (sieve_after, see examples/dovecot-2.3-metadata.conf and
 # dovecot-2.4-metadata.conf), with this line instead of the one above.
 # The tokens are then the ones Delta Chat itself stored on the server
-# with IMAP METADATA, read from the file of that name in the user's home;
-# nobody copies a token, and the user's own mail causes no push.
+# with IMAP METADATA, read from the file of that name in the user's home,
+# and those the login hook (examples/deltachat-push.lua) recorded at IMAP
+# logins and logouts in dovecot-attributes.devices beside it: every
+# device of the account; nobody copies a token, and the user's own mail
+# causes no push.
 #pipe :copy :try "deltachat-push" ["--dovecot-metadata=dovecot-attributes"];

@@ -8,8 +8,11 @@
  * We only take values of `priv/<mailbox GUID>/devicetoken` (what
  * /private/devicetoken becomes) and `shared/<GUID>/devicetoken`, and only
  * values that are valid tokens without a quote or a backslash (core
- * never writes those): whatever else the file holds is never sent.  The work is linear in the file,
- * which is capped in size. */
+ * never writes those): whatever else the file holds is never sent.  The
+ * devices file the Lua login hook keeps beside it (examples/
+ * deltachat-push.lua) holds "<unix time> <value>" lines, the value as the
+ * dict held it, and is checked the same way.  The work is linear in the
+ * file, which is capped in size. */
 #include "dcp-metadata.h"
 
 #include <fcntl.h>
@@ -96,9 +99,11 @@ next_line (const gchar *data, gsize len, gsize *pos, const gchar **line, gsize *
   return TRUE;
 }
 
-/* The value as a token, or NULL (and a warning) when it is none. */
+/* The value as a token, or NULL (and a warning, "<what> <n> (<key>)")
+ * when it is none. */
 static gchar *
-token_value (const gchar *key, const gchar *raw, gsize raw_len, guint pair, GPtrArray *warnings)
+token_value (const gchar *key, const gchar *raw, gsize raw_len, const gchar *what, guint pair,
+             GPtrArray *warnings)
 {
   g_autoptr (GError) local = NULL;
   g_autofree gchar *value = NULL;
@@ -109,7 +114,7 @@ token_value (const gchar *key, const gchar *raw, gsize raw_len, guint pair, GPtr
       if (warnings != NULL)
         g_ptr_array_add (
             warnings,
-            g_strdup_printf ("pair %u (%s): the value holds a NUL byte, ignored", pair, key));
+            g_strdup_printf ("%s %u (%s): the value holds a NUL byte, ignored", what, pair, key));
       return NULL;
     }
   value = dcp_metadata_unescape (raw, raw_len, &len);
@@ -119,11 +124,23 @@ token_value (const gchar *key, const gchar *raw, gsize raw_len, guint pair, GPtr
   if (local != NULL)
     {
       if (warnings != NULL)
-        g_ptr_array_add (warnings, g_strdup_printf ("pair %u (%s): not a push token (%s), ignored",
-                                                    pair, key, local->message));
+        g_ptr_array_add (warnings, g_strdup_printf ("%s %u (%s): not a push token (%s), ignored",
+                                                    what, pair, key, local->message));
       return NULL;
     }
   return g_steal_pointer (&value);
+}
+
+/* FALSE (and a warning) when tokens already holds as many as we take */
+static gboolean
+room_for (GPtrArray *tokens, GPtrArray *warnings)
+{
+  if (tokens->len < DCP_METADATA_TOKENS_MAX)
+    return TRUE;
+  if (warnings != NULL)
+    g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest are ignored",
+                                                DCP_METADATA_TOKENS_MAX));
+  return FALSE;
 }
 
 /* The valid, unique device tokens of the dictionary in data, in file
@@ -147,19 +164,15 @@ dcp_metadata_parse (const gchar *data, gsize len, GPtrArray *warnings)
       key = dcp_metadata_unescape (kline, strnlen (kline, klen), NULL);
       if (!is_token_key (key))
         continue;
-      value = token_value (key, vline, vlen, pair, warnings);
+      value = token_value (key, vline, vlen, "pair", pair, warnings);
       if (value == NULL || g_hash_table_contains (seen, value))
         {
           g_free (value);
           continue;
         }
-      if (tokens->len == DCP_METADATA_TOKENS_MAX)
+      if (!room_for (tokens, warnings))
         {
           g_free (value);
-          if (warnings != NULL)
-            g_ptr_array_add (warnings, g_strdup_printf ("more than %d device tokens, the rest "
-                                                        "are ignored",
-                                                        DCP_METADATA_TOKENS_MAX));
           break;
         }
       g_ptr_array_add (tokens, value);
@@ -168,26 +181,125 @@ dcp_metadata_parse (const gchar *data, gsize len, GPtrArray *warnings)
   return g_steal_pointer (&tokens);
 }
 
+/* The whole file at path (at most DCP_FILE_MAX bytes) in *data.  A file
+ * that does not exist is empty.  FALSE with error set when the file
+ * cannot be used at all. */
+static gboolean
+load_file (const gchar *path, gchar **data, gsize *len, GError **error)
+{
+  g_autoptr (GError) local = NULL;
+
+  *len = 0;
+  *data = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, len, NULL, &local);
+  if (*data == NULL
+      && (g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT)
+          || g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOTDIR)))
+    {
+      *data = g_strdup ("");
+      return TRUE;
+    }
+  if (*data == NULL)
+    {
+      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s%s", local->message,
+                   local->domain == DCP_ERROR ? ", ignored" : "");
+      return FALSE;
+    }
+  return TRUE;
+}
+
 /* Read and parse the dictionary at path.  A file that does not exist
  * holds no token (Dovecot creates it on the first SETMETADATA).  Returns
  * NULL with error set when the file cannot be used at all. */
 GPtrArray *
 dcp_metadata_load (const gchar *path, GPtrArray *warnings, GError **error)
 {
-  g_autoptr (GError) local = NULL;
-  g_autofree gchar *buf = NULL;
-  gsize len = 0;
+  g_autofree gchar *data = NULL;
+  gsize len;
 
-  buf = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, NULL, &local);
-  if (buf == NULL
-      && (g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT)
-          || g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOTDIR)))
-    return g_ptr_array_new_with_free_func (g_free);
-  if (buf == NULL)
+  if (!load_file (path, &data, &len, error))
+    return NULL;
+  return dcp_metadata_parse (data, len, warnings);
+}
+
+void
+dcp_metadata_seen_free (DcpMetadataSeen *seen)
+{
+  if (seen == NULL)
+    return;
+  g_free (seen->token);
+  g_free (seen);
+}
+
+/* The valid, unique tokens of a devices file ("<unix time> <value>"
+ * lines), each with the time it was last seen (the newest of its lines),
+ * in file order; one line per problem is added to warnings (if not
+ * NULL).  A line without the time, or a last line without LF, is
+ * skipped. */
+GPtrArray *
+dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
+{
+  g_autoptr (GPtrArray) found
+      = g_ptr_array_new_with_free_func ((GDestroyNotify) dcp_metadata_seen_free);
+  g_autoptr (GHashTable) index = g_hash_table_new (g_str_hash, g_str_equal);
+  const gchar *line;
+  gsize line_len, pos = 0;
+  guint n = 0;
+
+  while (next_line (data, len, &pos, &line, &line_len))
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s%s", local->message,
-                   local->domain == DCP_ERROR ? ", ignored" : "");
-      return NULL;
+      const gchar *space = memchr (line, ' ', line_len);
+      g_autofree gchar *stamp = NULL;
+      DcpMetadataSeen *seen;
+      guint64 when = 0;
+      gchar *value;
+
+      n++;
+      if (space == NULL || space == line || space - line > 20)
+        {
+          if (warnings != NULL)
+            g_ptr_array_add (warnings,
+                             g_strdup_printf ("line %u: no \"<time> <token>\", ignored", n));
+          continue;
+        }
+      stamp = g_strndup (line, space - line);
+      if (!g_ascii_string_to_unsigned (stamp, 10, 0, G_MAXINT64 / G_USEC_PER_SEC, &when, NULL))
+        {
+          if (warnings != NULL)
+            g_ptr_array_add (warnings, g_strdup_printf ("line %u: not a time, ignored", n));
+          continue;
+        }
+      value = token_value ("devicetoken", space + 1, line_len - (space + 1 - line), "line", n,
+                           warnings);
+      if (value == NULL)
+        continue;
+      if ((seen = g_hash_table_lookup (index, value)) != NULL)
+        {
+          seen->seen = MAX (seen->seen, (gint64) when);
+          g_free (value);
+          continue;
+        }
+      if (!room_for (found, warnings))
+        {
+          g_free (value);
+          break;
+        }
+      seen = g_new0 (DcpMetadataSeen, 1);
+      seen->token = value;
+      seen->seen = (gint64) when;
+      g_ptr_array_add (found, seen);
+      g_hash_table_insert (index, seen->token, seen);
     }
-  return dcp_metadata_parse (buf, len, warnings);
+  return g_steal_pointer (&found);
+}
+
+/* Read and parse the devices file at path; a missing one holds none. */
+GPtrArray *
+dcp_metadata_load_seen (const gchar *path, GPtrArray *warnings, GError **error)
+{
+  g_autofree gchar *data = NULL;
+  gsize len;
+
+  if (!load_file (path, &data, &len, error))
+    return NULL;
+  return dcp_metadata_parse_seen (data, len, warnings);
 }

@@ -37,6 +37,73 @@ add_unique (GPtrArray *tokens, const gchar *token)
     g_ptr_array_add (tokens, g_strdup (token));
 }
 
+static void
+log_file_warnings (const gchar *path, GPtrArray *found, GPtrArray *warnings, GError *error)
+{
+  if (found == NULL)
+    dcp_log (LOG_WARNING, "Dovecot metadata %s", error->message);
+  for (guint i = 0; i < warnings->len; i++)
+    dcp_log (LOG_WARNING, "Dovecot metadata %s: %s", path,
+             (const gchar *) g_ptr_array_index (warnings, i));
+}
+
+/* One device token seen at `seen`: remembered (when write) unless the
+ * proxy called it gone, then added to this run's tokens. */
+static void
+add_seen_token (DcpRun *r, const gchar *token, gboolean write, gint64 seen)
+{
+  g_autofree gchar *shown = dcp_token_display (token);
+  g_autoptr (GError) error = NULL;
+  gboolean gone = FALSE;
+
+  if (write && r->state != NULL
+      && !dcp_state_device_seen (r->state, token, r->s->dovecot_metadata, seen, &gone, &error))
+    dcp_log (LOG_WARNING, "%s: cannot remember the device: %s", shown, error->message);
+  if (gone)
+    dcp_log (LOG_INFO, "%s: the proxy called this device token gone; skipped", shown);
+  else
+    add_unique (r->tokens, token);
+}
+
+/* The tokens the login hook recorded beside Dovecot's file (FILE.devices,
+ * see examples/deltachat-push.lua), each remembered as seen when the hook
+ * last saw it, or when the cache last did if that is later; one the hook
+ * has not seen for DEVICE_MAX_AGE is left out. */
+static void
+add_hook_tokens (DcpRun *r, gboolean write, gint64 now)
+{
+  g_autofree gchar *path = g_strconcat (r->s->dovecot_metadata, ".devices", NULL);
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GHashTable) cached = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GPtrArray) devices = NULL;
+  g_autoptr (GPtrArray) found = NULL;
+  g_autoptr (GError) error = NULL;
+
+  found = dcp_metadata_load_seen (path, warnings, &error);
+  log_file_warnings (path, found, warnings, error);
+  if (found == NULL || found->len == 0)
+    return;
+  if (write && r->state != NULL)
+    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, FALSE);
+  for (guint i = 0; devices != NULL && i < devices->len; i++)
+    {
+      DcpDevice *d = g_ptr_array_index (devices, i);
+      if (g_str_equal (d->source, r->s->dovecot_metadata))
+        g_hash_table_insert (cached, d->token, d);
+    }
+  for (guint i = 0; i < found->len; i++)
+    {
+      DcpMetadataSeen *f = g_ptr_array_index (found, i);
+      DcpDevice *d = g_hash_table_lookup (cached, f->token);
+      gint64 seen = MIN (f->seen * G_USEC_PER_SEC, now);
+
+      if (d != NULL)
+        seen = MAX (seen, d->seen);
+      if (now - seen <= DEVICE_MAX_AGE)
+        add_seen_token (r, f->token, write, seen);
+    }
+}
+
 /* The device tokens in Dovecot's metadata file, each remembered (when
  * write) unless the proxy called it gone. */
 static void
@@ -48,32 +115,14 @@ add_file_tokens (DcpRun *r, gboolean write, gint64 now)
   g_autoptr (GError) error = NULL;
 
   found = dcp_metadata_load (path, warnings, &error);
-  if (found == NULL)
-    dcp_log (LOG_WARNING, "Dovecot metadata %s", error->message);
-  for (guint i = 0; i < warnings->len; i++)
-    dcp_log (LOG_WARNING, "Dovecot metadata %s: %s", path,
-             (const gchar *) g_ptr_array_index (warnings, i));
+  log_file_warnings (path, found, warnings, error);
   for (guint i = 0; found != NULL && i < found->len; i++)
-    {
-      const gchar *token = g_ptr_array_index (found, i);
-      g_autofree gchar *shown = dcp_token_display (token);
-      gboolean gone = FALSE;
-
-      if (write && r->state != NULL
-          && !dcp_state_device_seen (r->state, token, path, now, &gone, &error))
-        {
-          dcp_log (LOG_WARNING, "%s: cannot remember the device: %s", shown, error->message);
-          g_clear_error (&error);
-        }
-      if (gone)
-        dcp_log (LOG_INFO, "%s: the proxy called this device token gone; skipped", shown);
-      else
-        add_unique (r->tokens, token);
-    }
+    add_seen_token (r, g_ptr_array_index (found, i), write, now);
 }
 
 /* This run's tokens: those given, then (with --dovecot-metadata) the ones
- * in Dovecot's file, then the other devices remembered in the cache.
+ * in Dovecot's file, then those the login hook recorded beside it, then
+ * the other devices remembered in the cache.
  * Only with write are devices remembered, refreshed and expired. */
 static void
 load_tokens (DcpRun *r, gboolean write)
@@ -87,6 +136,7 @@ load_tokens (DcpRun *r, gboolean write)
   if (r->s->dovecot_metadata == NULL)
     return;
   add_file_tokens (r, write, now);
+  add_hook_tokens (r, write, now);
   if (r->state != NULL)
     devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, write);
   for (guint i = 0; devices != NULL && i < devices->len; i++)

@@ -274,6 +274,88 @@ class Metadata(dcptest.TestCase):
         self.assertDone(r)
         self.assertEqual(r.stdout, "200 ok %s…\n" % A[:8])
 
+    # ------------------------------------------ the login hook's file
+
+    def put_devices(self, *lines):
+        """FILE.devices as examples/deltachat-push.lua writes it."""
+        with open(self.dict + ".devices", "w") as f:
+            f.write("".join("%d %s\n" % (int(t), tok) for t, tok in lines))
+
+    def test_hook_file_tokens_pushed(self):
+        # the dict holds only the last device; the hook saw both
+        srv = self.server()
+        self.put(B)
+        seen = time.time() - 3 * DAY
+        self.put_devices((seen + 60, B), (seen, A))
+        self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies(), [B.encode(), A.encode()])
+        # A is remembered as seen when the hook saw it, B as seen now
+        self.assertAlmostEqual(os.stat(self.device_file(A)).st_mtime, seen,
+                               delta=1)
+        self.assertGreater(os.stat(self.device_file(B)).st_mtime,
+                           time.time() - 60)
+        with open(self.device_file(A)) as f:
+            self.assertEqual(f.read(), A + "\n" + self.dict + "\n")
+
+    def test_hook_file_without_dict(self):
+        # no dict file yet (or METADATA off), the hook's file alone
+        srv = self.server()
+        self.put_devices((time.time(), A))
+        self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies(), [A.encode()])
+
+    def test_hook_file_never_moves_seen_back(self):
+        srv = self.server()
+        self.put(A)
+        self.assertDone(self.deliver(srv))
+        self.put(B)
+        self.put_devices((time.time() - 10 * DAY, A))
+        self.assertDone(self.deliver(srv))
+        self.assertGreater(os.stat(self.device_file(A)).st_mtime,
+                           time.time() - 60)
+
+    def test_hook_file_90_days(self):
+        srv = self.server()
+        self.put(B)
+        self.put_devices((time.time() - 89 * DAY, A))
+        self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies(), [B.encode(), A.encode()])
+        # older than 90 days in the hook's file and in the cache: gone
+        self.put_devices((time.time() - 91 * DAY, A))
+        old = time.time() - 91 * DAY
+        os.utime(self.device_file(A), (old, old))
+        self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies()[2:], [B.encode()])
+        self.assertFalse(os.path.exists(self.device_file(A)))
+
+    def test_hook_file_410(self):
+        # a device answered 410 stays in the hook's file (the hook keeps
+        # what it saw) but is never pushed again
+        srv = self.server()
+        self.put(B)
+        self.put_devices((time.time(), B), (time.time(), A))
+        srv.set_statuses(["200", "410"])
+        self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies(), [B.encode(), A.encode()])
+        self.assertFalse(os.path.exists(self.device_file(A)))
+        for _ in range(2):
+            self.assertDone(self.deliver(srv))
+        self.assertEqual(srv.bodies()[2:], [B.encode(), B.encode()])
+        self.assertFalse(os.path.exists(self.device_file(A)))
+
+    def test_hook_file_hostile(self):
+        srv = self.server()
+        lines = ("%d %s\n" % (time.time(), A) + "junk\n"
+                 + "%d openpgp:a\"b\n" % time.time()
+                 + "".join("%d openpgp:tok%05d\n" % (time.time(), i)
+                           for i in range(5000)))
+        with open(self.dict + ".devices", "w") as f:
+            f.write(lines)
+        r = self.hostile(b"", srv, [A.encode()] + [
+            b"openpgp:tok%05d" % i for i in range(31)])
+        self.assertIn("devices: line 2", r.stderr)
+        self.assertIn("more than 32 device tokens", r.stderr)
+
     # ---------------------------------------------------------- hostile
 
     def hostile(self, content, srv, expect):

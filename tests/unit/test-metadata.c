@@ -257,6 +257,83 @@ test_load (void)
   g_rmdir (dir);
 }
 
+/* The login hook's devices file: "<unix time> <token>" lines; the time a
+ * token was seen is the newest of its lines; nothing that is not a valid
+ * token comes out, and at most DCP_METADATA_TOKENS_MAX tokens. */
+static void
+test_seen (void)
+{
+  static const gchar data[] = "1700000000 " TOKEN_A "\n"
+                              "1800000000 " TOKEN_B "\n"
+                              "1750000000 " TOKEN_A "\n"
+                              "no-time-here\n"
+                              " " TOKEN_A "\n"
+                              "17x " TOKEN_A "\n"
+                              "99999999999999999999999 " TOKEN_A "\n"
+                              "1700000000 openpgp:a\"b\n"
+                              "1700000000 openpgp:a\001nb\n"
+                              "1700000000 \n"
+                              "1900000000 " TOKEN_B; /* no LF: no line */
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) got = dcp_metadata_parse_seen (data, strlen (data), warnings);
+  DcpMetadataSeen *a, *b;
+
+  g_assert_cmpuint (got->len, ==, 2);
+  if (got->len != 2)
+    return;
+  a = g_ptr_array_index (got, 0);
+  b = g_ptr_array_index (got, 1);
+  g_assert_cmpstr (a->token, ==, TOKEN_A);
+  g_assert_cmpint (a->seen, ==, 1750000000);
+  g_assert_cmpstr (b->token, ==, TOKEN_B);
+  g_assert_cmpint (b->seen, ==, 1800000000);
+  /* one warning per bad line */
+  g_assert_cmpuint (warnings->len, ==, 7);
+}
+
+static void
+test_seen_many (void)
+{
+  g_autoptr (GString) data = g_string_new (NULL);
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) got = NULL;
+
+  for (guint i = 0; i < 1000; i++)
+    g_string_append_printf (data, "%u openpgp:tok%04u\n", 1700000000 + i, i);
+  got = dcp_metadata_parse_seen (data->str, data->len, warnings);
+  g_assert_cmpuint (got->len, ==, DCP_METADATA_TOKENS_MAX);
+  g_assert_cmpuint (warnings->len, ==, 1);
+}
+
+static void
+test_load_seen (void)
+{
+  g_autofree gchar *dir = g_dir_make_tmp ("dcp-metadata-XXXXXX", NULL);
+  g_autofree gchar *path = g_build_filename (dir, "dovecot-attributes.devices", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) got = NULL;
+
+  /* a missing file holds no token and is no error */
+  got = dcp_metadata_load_seen (path, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (got->len, ==, 0);
+  g_clear_pointer (&got, g_ptr_array_unref);
+
+  g_assert_true (g_file_set_contents (path, "1700000000 " TOKEN_A "\n", -1, NULL));
+  got = dcp_metadata_load_seen (path, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (got->len, ==, 1);
+  g_clear_pointer (&got, g_ptr_array_unref);
+
+  /* a directory is no file */
+  got = dcp_metadata_load_seen (dir, NULL, &error);
+  g_assert_null (got);
+  g_assert_error (error, DCP_ERROR, DCP_ERROR_INVALID);
+
+  g_unlink (path);
+  g_rmdir (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -274,5 +351,8 @@ main (int argc, char **argv)
   g_test_add_func ("/metadata/many-keys", test_many_keys);
   g_test_add_func ("/metadata/binary-garbage", test_binary_garbage);
   g_test_add_func ("/metadata/load", test_load);
+  g_test_add_func ("/metadata/seen", test_seen);
+  g_test_add_func ("/metadata/seen-many", test_seen_many);
+  g_test_add_func ("/metadata/load-seen", test_load_seen);
   return g_test_run ();
 }
