@@ -60,6 +60,7 @@ behind in the temp dir are stopped at exit.
 """
 
 import argparse
+import ctypes
 import datetime
 import email.utils
 import hashlib
@@ -971,7 +972,6 @@ def ir_shares(profile):
 def subreaper(on):
     """Make this process the one that orphaned descendants are re-parented
     to (Linux PR_SET_CHILD_SUBREAPER), so none escapes the check."""
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(36, 1 if on else 0, 0, 0, 0) != 0:
         raise Failure("prctl(PR_SET_CHILD_SUBREAPER): " + os.strerror(ctypes.get_errno()))
