@@ -100,12 +100,15 @@ dcp_schedule_init (DcpSchedule *s)
   s->give_up = DCP_SCHEDULE_GIVE_UP;
 }
 
-/* "1,2,4": the steps, in seconds after the first failure. */
+/* "1,2,4": the steps, in seconds after the first failure; given up after
+ * the last.  "1,2,4+20": then every 4 s until 20 s after it. */
 gboolean
 dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
 {
-  g_auto (GStrv) parts = g_strsplit (text, ",", -1);
+  g_auto (GStrv) halves = g_strsplit (text, "+", 2);
+  g_auto (GStrv) parts = g_strsplit (halves[0] ? halves[0] : "", ",", -1);
   guint n = g_strv_length (parts);
+  guint64 give_up = 0;
   DcpSchedule parsed;
 
   dcp_schedule_init (s);
@@ -130,21 +133,49 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
       parsed.step[i] = (gint64) v;
     }
   parsed.n = n;
+  parsed.give_up = parsed.step[n - 1];
+  if (halves[0] != NULL && halves[1] != NULL)
+    {
+      if (!g_ascii_string_to_unsigned (halves[1], 10, (guint64) parsed.give_up,
+                                       DCP_SCHEDULE_GIVE_UP, &give_up, NULL))
+        {
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                       "a retry schedule's end is seconds after its last step, not \"%s\"", text);
+          return FALSE;
+        }
+      parsed.give_up = (gint64) give_up;
+    }
   *s = parsed;
   return TRUE;
 }
 
 /* When the try after `tries` failed ones is due (µs, like first), or -1
- * when the push is to be given up: the steps are used up, or the next one
- * would fall after the give-up time. */
+ * when the push is to be given up.  After the steps, the last step's
+ * length again and again; the last try is at the give-up time itself, so
+ * an outage shorter than that loses nothing. */
 gint64
 dcp_schedule_next (const DcpSchedule *s, gint64 first, guint tries)
 {
+  gint64 at;
+
   if (tries == 0)
     return first;
-  if (tries > s->n || s->step[tries - 1] > s->give_up)
+  if (s->n == 0)
     return -1;
-  return first + s->step[tries - 1] * G_USEC_PER_SEC;
+  if (tries <= s->n)
+    at = s->step[tries - 1];
+  else
+    at = s->step[s->n - 1] * (gint64) MIN (tries - s->n + 1, (guint) DCP_SCHEDULE_GIVE_UP);
+  if (at > s->give_up)
+    {
+      gint64 before = tries == 1      ? 0
+                      : tries <= s->n ? s->step[tries - 2]
+                                      : s->step[s->n - 1] * (gint64) (tries - s->n);
+      if (before >= s->give_up)
+        return -1;
+      at = s->give_up;
+    }
+  return first + at * G_USEC_PER_SEC;
 }
 
 /* An owed push found without its process (a reboot) is taken over only
