@@ -451,3 +451,34 @@ dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline, guint max_a
       backoff = MIN (backoff * 2, BACKOFF_MAX_US);
     }
 }
+
+void
+dcp_http_request_clear (DcpHttpRequest *request)
+{
+  g_return_if_fail (request != NULL);
+  g_clear_error (&request->error);
+  request->outcome = DCP_HTTP_FAILED;
+  request->status = 0;
+}
+
+void
+dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 deadline,
+                     guint max_attempts)
+{
+  g_return_if_fail (http != NULL && (requests != NULL || n == 0));
+  for (guint i = 0; i < n; i++)
+    {
+      DcpHttpRequest *r = &requests[i];
+
+      g_clear_error (&r->error);
+      r->status = 0;
+      if (deadline - g_get_monotonic_time () < ATTEMPT_MIN_US)
+        {
+          r->outcome = DCP_HTTP_FAILED;
+          g_set_error_literal (&r->error, DCP_ERROR, DCP_ERROR_TRANSIENT,
+                               "not answered before the deadline");
+          continue;
+        }
+      r->outcome = dcp_http_notify (http, r->token, deadline, max_attempts, &r->status, &r->error);
+    }
+}
