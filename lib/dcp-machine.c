@@ -11,14 +11,26 @@
  * mtime. */
 #include "dcp-machine.h"
 
+/* A clock stepped back must not block pushes until it catches up: times
+ * further ahead than they can be are from that clock, and ignored. */
+#define FUTURE_SLACK (2 * G_USEC_PER_SEC)
+
 static gint64
 clamp_full_at (const DcpMachineConfig *c, const DcpMachine *m, gint64 now)
 {
-  /* a clock stepped back must not block pushes until it catches up: the
-   * bucket is never emptier than empty */
-  if (m->full_at < 0)
+  gint64 emptiest = now + (gint64) c->burst * c->window;
+
+  if (m->full_at < 0 || m->full_at > emptiest + FUTURE_SLACK)
     return -1;
-  return MIN (m->full_at, now + (gint64) c->burst * c->window);
+  return MIN (m->full_at, emptiest);
+}
+
+static gint64
+clamp_last (const DcpMachine *m, gint64 now)
+{
+  if (m->last < 0 || m->last > now + FUTURE_SLACK)
+    return -1;
+  return MIN (m->last, now);
 }
 
 gint64
@@ -30,8 +42,8 @@ dcp_machine_available_at (const DcpMachineConfig *c, const DcpMachine *m, gint64
     return now; /* no rate limit, no spacing */
   if (m->full_at >= 0)
     t = MAX (t, clamp_full_at (c, m, now) - (gint64) (c->burst - 1) * c->window);
-  if (m->last >= 0)
-    t = MAX (t, MIN (m->last, now) + DCP_MACHINE_SPACING);
+  if (clamp_last (m, now) >= 0)
+    t = MAX (t, clamp_last (m, now) + DCP_MACHINE_SPACING);
   return t;
 }
 
@@ -65,8 +77,8 @@ poke_time (const DcpMachineConfig *c, const DcpMachine *m, gint64 now)
 {
   gint64 t = dcp_machine_available_at (c, m, now);
 
-  if (m->last >= 0)
-    t = MAX (t, MIN (m->last, now) + c->window);
+  if (clamp_last (m, now) >= 0)
+    t = MAX (t, clamp_last (m, now) + c->window);
   return t;
 }
 
@@ -102,6 +114,8 @@ on_read (const DcpMachineConfig *c, DcpMachine *m, gint64 now, DcpActions *a)
       return;
     }
   m->wanted = MAX (m->wanted, now);
+  if (m->owed_first >= 0 && !m->owned && dcp_schedule_expired (c->schedule, m->owed_first, now))
+    owed_reset (m); /* its schedule ended while nobody held it */
   if (m->owed_first >= 0)
     {
       a->why = DCP_WHY_OWED;
@@ -207,6 +221,11 @@ on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActio
 
   if (m->wanted < 0 || (e->caller_retries && !e->by_owner))
     return; /* covered by a later push, or the caller retries */
+  /* an owed push that outlived its schedule (found after a reboot): a
+   * new failure starts a schedule of its own */
+  if (m->owed_first >= 0 && !e->by_owner && !m->owned
+      && dcp_schedule_expired (c->schedule, m->owed_first, e->now))
+    owed_reset (m);
   if (m->owed_first < 0)
     {
       m->owed_first = e->now;
@@ -215,6 +234,7 @@ on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActio
   else
     m->tries++;
   next = schedule_after (c->schedule, m->owed_first, e->now);
+  a->tries = m->tries;
   if (next < 0)
     {
       a->given_up = TRUE;
@@ -286,7 +306,7 @@ dcp_machine_step (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, D
 {
   g_return_if_fail (c != NULL && m != NULL && e != NULL && a != NULL && c->burst >= 1);
 
-  *a = (DcpActions){ DCP_WHY_NONE, FALSE, -1, -1, FALSE, FALSE, FALSE, FALSE, FALSE };
+  *a = (DcpActions){ DCP_WHY_NONE, FALSE, -1, -1, FALSE, FALSE, FALSE, FALSE, FALSE, 0 };
   switch (e->kind)
     {
     case DCP_EVENT_READ:
@@ -306,6 +326,7 @@ dcp_machine_step (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, D
         break;
       if (m->owed_first >= 0 && dcp_schedule_expired (c->schedule, m->owed_first, e->now))
         {
+          a->tries = m->tries;
           a->given_up = TRUE;
           m->wanted = -1;
           owed_reset (m);

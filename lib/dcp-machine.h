@@ -89,6 +89,7 @@ typedef struct {
   gboolean gone;     /* 410: mark the token gone, forget the device */
   gboolean owed;     /* the push became (or stays) owed: log it */
   gboolean given_up; /* the owed push is given up: log it */
+  guint tries;       /* owed or given up: the failed tries so far */
 } DcpActions;
 
 void dcp_machine_step (const DcpMachineConfig *config, DcpMachine *m, const DcpEvent *event,

@@ -6,51 +6,6 @@
 
 #include "dcp-error.h"
 
-/* a last-push time further in the future than this means the clock was
- * stepped back: don't let it block pushes until the clock catches up */
-#define FUTURE_SLACK_US (2 * G_USEC_PER_SEC)
-
-/* Inside the window a push (or the try of an owed push) has just started:
- * a trailing push follows it.  Outside it, a live owed push covers the
- * message: it is a wake-up, and the device fetches everything new. */
-DcpSlotKind
-dcp_plan_token (const DcpTokenFacts *f, gint64 now, gint64 window, gboolean trailing)
-{
-  gboolean in_window;
-
-  g_return_val_if_fail (f != NULL, DCP_SLOT_PUSH);
-  if (f->gone)
-    return DCP_SLOT_GONE;
-  in_window
-      = window > 0 && f->last >= 0 && now - f->last < window && f->last <= now + FUTURE_SLACK_US;
-  if (in_window && !trailing)
-    return DCP_SLOT_LIMITED;
-  if (in_window)
-    return f->pending_live ? DCP_SLOT_COVERED : DCP_SLOT_TRAILING;
-  return f->owed_live ? DCP_SLOT_OWED : DCP_SLOT_PUSH;
-}
-
-const gchar *
-dcp_slot_kind_to_string (DcpSlotKind kind)
-{
-  switch (kind)
-    {
-    case DCP_SLOT_TRAILING:
-      return "trailing";
-    case DCP_SLOT_COVERED:
-      return "covered";
-    case DCP_SLOT_LIMITED:
-      return "rate-limited";
-    case DCP_SLOT_GONE:
-      return "gone";
-    case DCP_SLOT_OWED:
-      return "owed";
-    case DCP_SLOT_PUSH:
-    default:
-      return "notify";
-    }
-}
-
 gboolean
 dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
 {
@@ -65,21 +20,6 @@ dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
       return FALSE;
     }
   return TRUE;
-}
-
-/* Without a usable cache nothing can be owed, and retries cannot be
- * counted: the callers that retry (getmail, fetchmail) would do so
- * forever, so the push is dropped in both modes. */
-DcpAfter
-dcp_plan_after (DcpHttpOutcome outcome, DcpRetryMode mode, gboolean have_state)
-{
-  if (outcome == DCP_HTTP_OK)
-    return DCP_AFTER_DONE;
-  if (outcome == DCP_HTTP_GONE)
-    return DCP_AFTER_GONE;
-  if (!have_state)
-    return DCP_AFTER_DROP;
-  return mode == DCP_RETRY_CALLER ? DCP_AFTER_CALLER : DCP_AFTER_OWE;
 }
 
 gboolean

@@ -99,15 +99,15 @@ class TestCase(unittest.TestCase):
 
     def tearDown(self):
         # a trailing or owed push still waiting would outlive the test
-        for pid in self.owed_pids(b"--trailing-child") + self.owed_pids():
+        for pid in self.owed_pids():
             os.kill(pid, signal.SIGKILL)
         for s in self.servers:
             s.stop()
         # trailing pushes may still sleep: let them see the server gone
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def owed_pids(self, kind=b"--owed-child"):
-        """The owed-push (or trailing-push) processes of this test's cache,
+    def owed_pids(self, kind=b"--trailing-child"):
+        """The detached processes (trailing or owed pushes) of this test's cache,
         found through /proc by their argument and environment, never by
         name."""
         mark = ("XDG_CACHE_HOME=" + self.env["XDG_CACHE_HOME"]).encode()

@@ -117,7 +117,7 @@ class Https(TlsCase):
 
     def test_trailing_push_trusts_cacert_too(self):
         srv = self.tls_server()
-        args = ["--cacert", pki().ca, "-w", "2", "-u", srv.url, TOKEN]
+        args = ["--cacert", pki().ca, "-w", "2", "--burst", "1", "-u", srv.url, TOKEN]
         self.assertDone(self.run_bin(args, message()))
         self.assertDone(self.run_bin(args, message()))
         self.assertEqual(srv.wait_for(2, 6 * SLOW), 2)
