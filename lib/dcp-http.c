@@ -529,7 +529,6 @@ attempt_outcome (DcpHttp *http, Transfer *t, CURLcode rc, glong *status, GError 
 
   http->api.easy_getinfo (t->easy, CURLINFO_RESPONSE_CODE, &code);
   *status = code;
-  /* once the headers are in, the answer is known, whatever the body does */
   if (rc == CURLE_OPERATION_TIMEDOUT && !t->headers_done)
     {
       const char *ip = NULL;
@@ -545,6 +544,7 @@ attempt_outcome (DcpHttp *http, Transfer *t, CURLcode rc, glong *status, GError 
                      t->errbuf[0] ? t->errbuf : http->api.easy_strerror (rc));
       return DCP_HTTP_FAILED;
     }
+  /* once the headers are in, the answer is known, whatever the body does */
   if (rc != CURLE_OK && !(t->headers_done && (code == 200 || code == 410)))
     {
       g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "%s",
