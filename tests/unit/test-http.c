@@ -136,10 +136,10 @@ test_no_host_rejected (void)
  * 410, "fail-*" 500, "flaky-*" 503 the first time and 200 after, "slow-*"
  * 200 after SLOW_US, else 200.  A silent server reads requests and never
  * answers.  Every wait is bounded:
- * reads time out every 100 ms to look at the stop flag, and a connection
- * lives at most CONN_LIFE_US. */
+ * reads wait at most POLL_MS at a time, to look at the stop flag, and a
+ * request is waited for at most REQUEST_WAIT_US. */
 #define POLL_MS 100
-#define CONN_LIFE_US (30 * G_USEC_PER_SEC)
+#define REQUEST_WAIT_US (30 * G_USEC_PER_SEC)
 #define REQUEST_MAX 65536
 #define SLOW_US (G_USEC_PER_SEC)
 
@@ -167,7 +167,7 @@ typedef struct {
 static gsize
 read_request (Conn *c, GString *buf, gsize *body_at, gsize *body_len)
 {
-  gint64 end = g_get_monotonic_time () + CONN_LIFE_US;
+  gint64 end = g_get_monotonic_time () + REQUEST_WAIT_US;
 
   for (;;)
     {
@@ -190,9 +190,9 @@ read_request (Conn *c, GString *buf, gsize *body_at, gsize *body_len)
       if (g_atomic_int_get (&c->server->stop) || g_get_monotonic_time () > end
           || buf->len > REQUEST_MAX)
         return 0;
-      got = g_socket_receive (c->socket, chunk, sizeof chunk, NULL, &error);
-      if (got < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+      if (!g_socket_condition_timed_wait (c->socket, G_IO_IN, POLL_MS * 1000, NULL, NULL))
         continue;
+      got = g_socket_receive (c->socket, chunk, sizeof chunk, NULL, &error);
       if (got <= 0)
         return 0;
       g_string_append_len (buf, chunk, got);
@@ -243,7 +243,6 @@ serve_connection (gpointer data)
   g_autoptr (GString) buf = g_string_new (NULL);
   gsize total, body_at = 0, body_len = 0;
 
-  g_socket_set_timeout (c->socket, 0);
   g_socket_set_blocking (c->socket, TRUE);
   while ((total = read_request (c, buf, &body_at, &body_len)) > 0)
     {
@@ -280,8 +279,6 @@ serve (gpointer data)
       sock = g_socket_accept (s->listener, NULL, NULL);
       if (sock == NULL)
         continue;
-      /* reads wake up every POLL_MS to look at the stop flag */
-      g_socket_set_timeout (sock, 0);
       c = g_new0 (Conn, 1);
       c->server = s;
       c->socket = sock;
