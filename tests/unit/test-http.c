@@ -132,14 +132,16 @@ test_no_host_rejected (void)
 }
 
 /* The server: one thread accepting, one per connection.  Each request's
- * body is recorded; the answer depends on the token: "gone-*" 410,
- * "fail-*" 500, "flaky-*" 503 the first time and 200 after, else 200.  A
- * silent server reads requests and never answers.  Every wait is bounded:
- * reads time out every 100 ms to look at the stop flag, and a connection
- * lives at most CONN_LIFE_US. */
+ * head and body are recorded; the answer depends on the token: "gone-*"
+ * 410, "fail-*" 500, "flaky-*" 503 the first time and 200 after, "slow-*"
+ * 200 after SLOW_US, else 200.  A silent server reads requests and never
+ * answers.  Every wait is bounded:
+ * reads wait at most POLL_MS at a time, to look at the stop flag, and a
+ * request is waited for at most REQUEST_WAIT_US. */
 #define POLL_MS 100
-#define CONN_LIFE_US (30 * G_USEC_PER_SEC)
+#define REQUEST_WAIT_US (30 * G_USEC_PER_SEC)
 #define REQUEST_MAX 65536
+#define SLOW_US (G_USEC_PER_SEC)
 
 typedef struct {
   GSocket *listener;
@@ -148,6 +150,7 @@ typedef struct {
   gint stop;
   GMutex lock;
   GPtrArray *bodies;  /* gchar*, in the order they were read */
+  GPtrArray *heads;   /* gchar*, the request line and headers of each */
   GHashTable *seen;   /* token -> number of requests */
   GPtrArray *threads; /* GThread* */
   guint connections;
@@ -164,7 +167,7 @@ typedef struct {
 static gsize
 read_request (Conn *c, GString *buf, gsize *body_at, gsize *body_len)
 {
-  gint64 end = g_get_monotonic_time () + CONN_LIFE_US;
+  gint64 end = g_get_monotonic_time () + REQUEST_WAIT_US;
 
   for (;;)
     {
@@ -187,9 +190,9 @@ read_request (Conn *c, GString *buf, gsize *body_at, gsize *body_len)
       if (g_atomic_int_get (&c->server->stop) || g_get_monotonic_time () > end
           || buf->len > REQUEST_MAX)
         return 0;
-      got = g_socket_receive (c->socket, chunk, sizeof chunk, NULL, &error);
-      if (got < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+      if (!g_socket_condition_timed_wait (c->socket, G_IO_IN, POLL_MS * 1000, NULL, NULL))
         continue;
+      got = g_socket_receive (c->socket, chunk, sizeof chunk, NULL, &error);
       if (got <= 0)
         return 0;
       g_string_append_len (buf, chunk, got);
@@ -212,7 +215,7 @@ send_all (GSocket *socket, const gchar *data, gsize len)
 }
 
 static guint
-answer_for (Server *s, const gchar *token)
+answer_for (Server *s, const gchar *head, const gchar *token)
 {
   guint times;
 
@@ -220,6 +223,7 @@ answer_for (Server *s, const gchar *token)
   times = GPOINTER_TO_UINT (g_hash_table_lookup (s->seen, token)) + 1;
   g_hash_table_insert (s->seen, g_strdup (token), GUINT_TO_POINTER (times));
   g_ptr_array_add (s->bodies, g_strdup (token));
+  g_ptr_array_add (s->heads, g_strdup (head));
   g_mutex_unlock (&s->lock);
   if (g_str_has_prefix (token, "gone-"))
     return 410;
@@ -227,6 +231,8 @@ answer_for (Server *s, const gchar *token)
     return 500;
   if (g_str_has_prefix (token, "flaky-") && times == 1)
     return 503;
+  if (g_str_has_prefix (token, "slow-"))
+    g_usleep (SLOW_US);
   return 200;
 }
 
@@ -237,12 +243,12 @@ serve_connection (gpointer data)
   g_autoptr (GString) buf = g_string_new (NULL);
   gsize total, body_at = 0, body_len = 0;
 
-  g_socket_set_timeout (c->socket, 0);
   g_socket_set_blocking (c->socket, TRUE);
   while ((total = read_request (c, buf, &body_at, &body_len)) > 0)
     {
+      g_autofree gchar *head = g_strndup (buf->str, body_at);
       g_autofree gchar *body = g_strndup (buf->str + body_at, body_len);
-      guint code = answer_for (c->server, body);
+      guint code = answer_for (c->server, head, body);
 
       g_string_erase (buf, 0, total);
       if (!c->server->silent)
@@ -273,8 +279,6 @@ serve (gpointer data)
       sock = g_socket_accept (s->listener, NULL, NULL);
       if (sock == NULL)
         continue;
-      /* reads wake up every POLL_MS to look at the stop flag */
-      g_socket_set_timeout (sock, 0);
       c = g_new0 (Conn, 1);
       c->server = s;
       c->socket = sock;
@@ -298,6 +302,7 @@ server_start (gboolean silent)
   s->silent = silent;
   g_mutex_init (&s->lock);
   s->bodies = g_ptr_array_new_with_free_func (g_free);
+  s->heads = g_ptr_array_new_with_free_func (g_free);
   s->seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   s->threads = g_ptr_array_new ();
   s->listener
@@ -327,6 +332,7 @@ server_stop (Server *s)
   g_socket_close (s->listener, NULL);
   g_object_unref (s->listener);
   g_ptr_array_unref (s->bodies);
+  g_ptr_array_unref (s->heads);
   g_hash_table_unref (s->seen);
   g_mutex_clear (&s->lock);
   g_free (s);
@@ -381,17 +387,43 @@ requests_free (DcpHttpRequest *r, guint n)
   g_free (r);
 }
 
+static guint
+server_requests (Server *s)
+{
+  guint n;
+
+  g_mutex_lock (&s->lock);
+  n = s->bodies->len;
+  g_mutex_unlock (&s->lock);
+  return n;
+}
+
+static guint
+server_connections (Server *s)
+{
+  guint n;
+
+  g_mutex_lock (&s->lock);
+  n = s->connections;
+  g_mutex_unlock (&s->lock);
+  return n;
+}
+
 /* Every token is posted once, its body the token's bytes exactly (no
- * newline, nothing else), and each one is answered 200. */
+ * newline, nothing else) under the same headers as ever, and each one is
+ * answered 200; more tokens than go in flight at once (64) wait their
+ * turn.  The connections are kept: never more than 16, and a second call
+ * opens none. */
 static void
 test_all_posted (void)
 {
   static const gchar *const plain[] = { "tok-", NULL };
-  const guint n = 40;
+  const guint n = 100;
   Server *s = server_start (FALSE);
   DcpHttp *http = client_for (s);
   DcpHttpRequest *r = requests_new (n, plain);
-  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  gint64 deadline = g_get_monotonic_time () + 30 * G_USEC_PER_SEC;
+  guint connections;
 
   dcp_http_notify_all (http, r, n, deadline, 0);
   for (guint i = 0; i < n; i++)
@@ -401,9 +433,61 @@ test_all_posted (void)
       g_assert_no_error (r[i].error);
       g_assert_cmpuint (server_count (s, r[i].token), ==, 1);
     }
+  g_assert_cmpuint (server_requests (s), ==, n);
   g_mutex_lock (&s->lock);
-  g_assert_cmpuint (s->bodies->len, ==, n);
+  for (guint i = 0; i < s->heads->len; i++)
+    {
+      g_autofree gchar *head = g_ascii_strdown (s->heads->pdata[i], -1);
+      g_autofree gchar *length
+          = g_strdup_printf ("\r\ncontent-length: %zu\r\n", strlen (s->bodies->pdata[i]));
+
+      g_assert_true (g_str_has_prefix (head, "post /notify http/1.1\r\n"));
+      g_assert_nonnull (strstr (head, length));
+      g_assert_nonnull (strstr (head, "\r\ncontent-type: application/octet-stream\r\n"));
+      g_assert_nonnull (strstr (head, "\r\nuser-agent: dcp-test\r\n"));
+      g_assert_null (strstr (head, "\r\nexpect:"));
+    }
   g_mutex_unlock (&s->lock);
+  connections = server_connections (s);
+  g_test_message ("%u requests on %u connections", n, connections);
+  g_assert_cmpuint (connections, >=, 1);
+  g_assert_cmpuint (connections, <=, 16);
+
+  /* the same client again: the connections are still open */
+  dcp_http_notify_all (http, r, n, g_get_monotonic_time () + 30 * G_USEC_PER_SEC, 0);
+  for (guint i = 0; i < n; i++)
+    {
+      g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_OK);
+      g_assert_cmpuint (server_count (s, r[i].token), ==, 2);
+    }
+  g_assert_cmpuint (server_connections (s), ==, connections);
+  dcp_http_free (http);
+  server_stop (s);
+  requests_free (r, n);
+}
+
+/* A server that takes SLOW_US (1 s) to answer each request: 48 tokens are
+ * all answered within a 12 s deadline, which one after the other (48 s)
+ * could not be. */
+static void
+test_in_parallel (void)
+{
+  static const gchar *const slow[] = { "slow-", NULL };
+  const guint n = 48;
+  Server *s = server_start (FALSE);
+  DcpHttp *http = client_for (s);
+  DcpHttpRequest *r = requests_new (n, slow);
+  gint64 start = g_get_monotonic_time ();
+
+  dcp_http_notify_all (http, r, n, start + 12 * G_USEC_PER_SEC, 1);
+  g_test_message ("%u slow answers in %.3f s", n,
+                  (g_get_monotonic_time () - start) / (double) G_USEC_PER_SEC);
+  for (guint i = 0; i < n; i++)
+    {
+      g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_OK);
+      g_assert_no_error (r[i].error);
+      g_assert_cmpuint (server_count (s, r[i].token), ==, 1);
+    }
   dcp_http_free (http);
   server_stop (s);
   requests_free (r, n);
@@ -491,6 +575,74 @@ test_retries (void)
   requests_free (r, n);
 }
 
+/* With no limit on attempts, a token answered 500 every time is retried
+ * until the deadline leaves no room for another attempt, and keeps the
+ * last answer. */
+static void
+test_retry_until_deadline (void)
+{
+  static const gchar *const kinds[] = { "fail-", "ok-", NULL };
+  const guint n = 6;
+  const gint64 budget = 2 * G_USEC_PER_SEC, slack = 1500 * 1000;
+  Server *s = server_start (FALSE);
+  DcpHttp *http = client_for (s);
+  DcpHttpRequest *r = requests_new (n, kinds);
+  gint64 start = g_get_monotonic_time ();
+
+  dcp_http_notify_all (http, r, n, start + budget, 0);
+  g_assert_cmpint (g_get_monotonic_time (), <, start + budget + slack);
+  for (guint i = 0; i < n; i++)
+    {
+      g_test_message ("%s: %u requests", r[i].token, server_count (s, r[i].token));
+      if (i % 2 == 1)
+        {
+          g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_OK);
+          g_assert_cmpuint (server_count (s, r[i].token), ==, 1);
+          continue;
+        }
+      g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_FAILED);
+      g_assert_cmpint (r[i].status, ==, 500);
+      g_assert_error (r[i].error, DCP_ERROR, DCP_ERROR_TRANSIENT);
+      /* 0, 0.25, 0.75 s: the next (1.75 s) would end too close */
+      g_assert_cmpuint (server_count (s, r[i].token), >=, 3);
+    }
+  dcp_http_free (http);
+  server_stop (s);
+  requests_free (r, n);
+}
+
+/* dcp_http_notify() is the same for one token. */
+static void
+test_notify_one (void)
+{
+  Server *s = server_start (FALSE);
+  DcpHttp *http = client_for (s);
+  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  g_autoptr (GError) error = NULL;
+  glong status = -1;
+
+  g_assert_cmpint (dcp_http_notify (http, "ok-one", deadline, 1, &status, &error), ==, DCP_HTTP_OK);
+  g_assert_no_error (error);
+  g_assert_cmpint (status, ==, 200);
+  g_assert_cmpint (dcp_http_notify (http, "gone-one", deadline, 1, &status, &error), ==,
+                   DCP_HTTP_GONE);
+  g_assert_error (error, DCP_ERROR, DCP_ERROR_GONE);
+  g_assert_cmpint (status, ==, 410);
+  g_clear_error (&error);
+  g_assert_cmpint (dcp_http_notify (http, "flaky-one", deadline, 2, &status, &error), ==,
+                   DCP_HTTP_OK);
+  g_assert_no_error (error);
+  g_assert_cmpuint (server_count (s, "flaky-one"), ==, 2);
+  g_assert_cmpint (dcp_http_notify (http, "fail-one", deadline, 1, &status, &error), ==,
+                   DCP_HTTP_FAILED);
+  g_assert_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT);
+  g_assert_cmpint (status, ==, 500);
+  /* one connection served them all */
+  g_assert_cmpuint (server_connections (s), ==, 1);
+  dcp_http_free (http);
+  server_stop (s);
+}
+
 /* A server that accepts and never answers: the call returns by the
  * deadline (plus a slack generous for a loaded machine), every request
  * FAILED with an error that says so. */
@@ -515,7 +667,16 @@ test_silent_deadline (void)
       g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_FAILED);
       g_assert_cmpint (r[i].status, ==, 0);
       g_assert_error (r[i].error, DCP_ERROR, DCP_ERROR_TRANSIENT);
+      if (r[i].error != NULL)
+        g_test_message ("%s: %s", r[i].token, r[i].error->message);
+      if (r[i].error != NULL)
+        g_assert_true (strstr (r[i].error->message, "deadline") != NULL
+                       || strstr (r[i].error->message, "timed out") != NULL);
     }
+  /* they went out together: as many as there are connections (16), where
+   * one after the other only the first would have */
+  g_test_message ("%u requests reached the server", server_requests (s));
+  g_assert_cmpuint (server_requests (s), >=, 16);
   dcp_http_free (http);
   server_stop (s);
   requests_free (r, n);
@@ -537,8 +698,11 @@ main (int argc, char **argv)
   g_test_add_func ("/http/url-check/no-host", test_no_host_rejected);
   g_test_add_func ("/http/url-check/bad-host", test_bad_host_rejected);
   g_test_add_func ("/http/notify-all/all-posted", test_all_posted);
+  g_test_add_func ("/http/notify-all/in-parallel", test_in_parallel);
   g_test_add_func ("/http/notify-all/mixed-answers", test_mixed_answers);
   g_test_add_func ("/http/notify-all/retries", test_retries);
+  g_test_add_func ("/http/notify-all/retry-until-deadline", test_retry_until_deadline);
+  g_test_add_func ("/http/notify/one", test_notify_one);
   g_test_add_func ("/http/notify-all/silent-deadline", test_silent_deadline);
 
   return g_test_run ();
