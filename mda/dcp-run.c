@@ -411,7 +411,7 @@ post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
   /* the run's end leaves time to settle what was not answered: a mark
    * and a detached process per token */
   gint64 margin
-      = MIN (G_USEC_PER_SEC / 20 + n * (G_USEC_PER_SEC / 200), r->s->timeout * G_USEC_PER_SEC / 4);
+      = MIN (G_USEC_PER_SEC / 5 + n * (G_USEC_PER_SEC / 80), r->s->timeout * G_USEC_PER_SEC / 2);
   PostJob *job;
   int done[2];
   GThread *thread;

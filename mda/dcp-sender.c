@@ -84,7 +84,7 @@ child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int
 }
 
 /* Hand the token over, reap the intermediate child, and learn through the
- * close-on-exec pipe whether the exec worked. */
+ * close-on-exec pipe whether anything failed so far. */
 static gboolean
 child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
 {
@@ -95,7 +95,12 @@ child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
   close (tok);
   while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
     ;
-  /* EOF: the exec happened; every failure before it writes its errno */
+  /* Every failure before the exec writes its errno, and EOF means the
+   * exec happened; neither is awaited: the mark's flock() is the
+   * process's from the fork on, and one that dies before its exec leaves
+   * the push to the next run or --resume.  A run starting 64 of them
+   * stays within its --timeout this way. */
+  (void) fcntl (st, F_SETFL, O_NONBLOCK);
   if (read (st, &child_errno, sizeof child_errno) > 0 && child_errno == 0)
     child_errno = EIO;
   close (st);
