@@ -385,7 +385,8 @@ dcp_sender_run_owner (DcpRun *r)
             dcp_log (LOG_INFO, "%s: trailing push", shown);
           dcp_run_start_budget (r);
           g_clear_pointer (&text, g_free);
-          out = dcp_run_post (r, token, r->s->retry == DCP_RETRY_CALLER ? 0 : 1, &text);
+          /* one attempt: the schedule is the retry */
+          out = dcp_run_post (r, token, 1, &text);
           e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
           continue;
         }

@@ -1032,6 +1032,8 @@ def scenario_systemd(w, tap):
     tap.ok("Restart=always" in text, "unit restarts getmail always")
     tap.ok("ExecStart=/usr/bin/getmail --rcfile %i --idle INBOX" in text,
            "unit runs getmail --rcfile %i --idle INBOX")
+    tap.ok("ExecStartPre=-/usr/bin/deltachat-push --resume" in text,
+           "unit resumes orphaned pushes before it starts getmail")
     # --man=no: the Documentation= man pages need not be installed here.
     r = w.procs.run(["systemd-analyze", "verify", "--man=no", unit],
                     env=w.env(), timeout=50)
