@@ -61,6 +61,13 @@ child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int
       _exit (1);
     }
   setsid ();
+  {
+    /* a run holds SIGTERM and friends while it settles its pushes: the
+     * detached process must not inherit that */
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+  }
   grandchild = fork ();
   if (grandchild != 0)
     {

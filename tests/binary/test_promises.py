@@ -268,6 +268,35 @@ class Promises(dcptest.TestCase):
         for got, step in zip(times[1:], (1, 2, 4, 6, 7)):
             self.assertAlmostEqual(got, step, delta=0.5 * SLOW)
 
+    def test_resume_after_a_reboot(self):
+        # a reboot kills the detached pushes: --resume takes them over
+        self.env["DCP_RETRY_SCHEDULE"] = "2,4+60"
+        srv = self.server(default="503")
+        tokens = [TOKEN + "-a", TOKEN + "-b"]
+        run = Run(self, ["-w", "1", "-u", srv.url] + tokens)
+        self.assertEqual(run.wait()[0], 0)
+        self.assertTrue(wait_until(lambda: len(self.owners()) == 2, 2 * SLOW))
+        # one is stopped, one killed; neither kept the signals its run
+        # held while it settled
+        for pid, sig in zip(self.owners(), (signal.SIGTERM, signal.SIGKILL)):
+            os.kill(pid, sig)
+        self.assertTrue(wait_until(lambda: not self.owners(), 2 * SLOW))
+        st = self.run_bin(["--status"] + tokens, None)
+        self.assertEqual(st.stdout.count("owed=stale,"), 2, st.stdout)
+        srv.set_statuses([], default="200")
+        back = time.time()
+        r = self.run_bin(["--resume", "-w", "1", "-u", srv.url], None)
+        self.assertDone(r)
+        self.assertEqual(sorted(r.stdout.split("\n")),
+                         sorted(["", "resumed %s\u2026" % TOKEN[:8], "resumed %s\u2026" % TOKEN[:8]]))
+        for tok in tokens:
+            self.assertTrue(wait_until(lambda: self.pushed_after(srv, back, tok.encode()),
+                                       5 * SLOW))
+        self.assertTrue(wait_until(lambda: not self.owners(), 3 * SLOW))
+        # nothing left to resume
+        self.assertEqual(self.run_bin(["--resume"], None).stdout, "")
+        self.figures("--resume after a reboot", srv, [run])
+
     def test_reply_two_seconds_after_a_push(self):
         # a read receipt, then a reply 2 s later: both pushed at once
         srv = self.server()
