@@ -219,8 +219,17 @@ on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActio
 {
   gint64 next;
 
-  if (m->wanted < 0 || (e->caller_retries && !e->by_owner))
-    return; /* covered by a later push, or the caller retries */
+  if (e->caller_retries && !e->by_owner)
+    return; /* the caller retries */
+  if (m->wanted < 0)
+    {
+      /* nothing wanted: a later push covered what this one was for (it
+       * was answered 200), unless the state was lost meanwhile (the cache
+       * removed): then what it was for is wanted again */
+      if (m->last > e->started)
+        return;
+      m->wanted = e->started;
+    }
   /* an owed push that outlived its schedule (found after a reboot): a
    * new failure starts a schedule of its own */
   if (m->owed_first >= 0 && !e->by_owner && !m->owned

@@ -283,6 +283,9 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
       return TRUE;
     }
   dcp_machine_merge (&h.m, mine);
+  /* messages it covered since our last look were known only to the lost
+   * state: one more push, from now on, covers them */
+  h.m.wanted = MAX (h.m.wanted, g_get_real_time ());
   if (h.owner_live)
     {
       DcpStep step = { .pid = h.pid };

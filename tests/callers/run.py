@@ -219,10 +219,11 @@ def dump_logs(world, tap):
 
 def trailing_check(w, tap, srv, name, deliver):
     """The default rate limit (a bucket of 3 pushes, one back every 10 s):
-    a reply 1.2 s after a push (an automatic message, say a read receipt,
-    then the answer) is pushed at once, and so is a third message; a
-    fourth finds the bucket empty and starts a trailing push that outlives
-    the run, due when the bucket has a push again, 10 s after the first.
+    a reply 2 s after a push (an automatic message, say a read receipt,
+    then the answer) is pushed at once, and so is a third message a second
+    later; a fourth finds the bucket empty and starts a trailing push that
+    outlives the run, due when the bucket has a push again, 10 s after the
+    first.
     The caller must not wait for it.  deliver(subject) delivers one
     message through the caller and returns how long the caller took, or
     None when that cannot be seen."""
@@ -235,18 +236,18 @@ def trailing_check(w, tap, srv, name, deliver):
                % name, "pushes: %d" % (len(srv.requests) - base))
         t_a = srv.requests[base].time if ok1 else time.time()
         for i, subject in enumerate(("trailing B", "trailing C"), 2):
-            time.sleep(max(0, t_a + 1.2 * (i - 1) - time.time()))
+            time.sleep(max(0, t_a + i - time.time()))
             t = time.time()
             deliver(subject)
             n = srv.wait_for(base + i, 5)
             delay = srv.requests[base + i - 1].time - t if n >= base + i else -1
             tap.ok(n >= base + i and delay < 3,
-                   "%s: message %d, %.1f s after the first: pushed at once"
-                   % (name, i, 1.2 * (i - 1)),
+                   "%s: message %d, %d s after the first: pushed at once"
+                   % (name, i, i),
                    "pushes %d, delivery->push %.2f s" % (n - base, delay))
-            tap.info("%s: message %d, %.1f s after the first: delivery->push %.2f s"
-                     % (name, i, 1.2 * (i - 1), delay))
-        time.sleep(max(0, t_a + 3.6 - time.time()))
+            tap.info("%s: message %d, %d s after the first: delivery->push %.2f s"
+                     % (name, i, i, delay))
+        time.sleep(max(0, t_a + 4 - time.time()))
         runs_before = len(w.runs())
         took = deliver("trailing D")
         wait_until(lambda: len(w.runs()) > runs_before, 15)

@@ -34,6 +34,7 @@ typedef enum {
   EV_OWNER_ANSWER,
   EV_OWNER_KILL,
   EV_RESUME,
+  EV_CACHE_RM, /* the state directory is removed */
 } SimKind;
 
 typedef struct {
@@ -61,6 +62,8 @@ typedef struct {
   gint64 started;
   int push;
   guint gen;
+  DcpMachine mine;  /* the state as it last saw it */
+  gboolean removed; /* the cache was removed since */
 } SimOwner;
 
 typedef struct {
@@ -94,6 +97,7 @@ typedef struct {
   gboolean kills; /* owners were killed, runs were killed or ended */
   gboolean failures;
   gboolean resumed;
+  gboolean removed; /* the cache was removed: the bucket starts again */
   GString *log;
   gchar *broken;
 } Sim;
@@ -259,7 +263,7 @@ detach (Sim *s, gint64 at, gboolean feeder_may_die)
       return;
     }
   s->n_owners++;
-  s->owners[i] = (SimOwner){ TRUE, FALSE, -1, -1, 0 };
+  s->owners[i] = (SimOwner){ TRUE, FALSE, -1, -1, 0, s->m, FALSE };
   s->owner = i;
   slog (s, "owner %d started, due %.3f", i, (double) (at - T0) / SEC);
   /* the run that starts it may die first: its mark is then unlocked */
@@ -296,9 +300,9 @@ run_read (Sim *s, int r)
   dcp_machine_step (&s->c, &s->m, &e, &a);
   run->read_at = s->now;
   slog (s, "run %d (message %d) read: %s", r, run->message, dcp_why_to_string (a.why));
-  if (allowed && !before.gone && before.owed_first < 0 && !a.push)
+  if (allowed && !before.gone && before.owed_first < 0 && !a.push && !s->removed)
     broken (s, "run %d: a push was available but the message was not pushed at once", r);
-  if (a.push && !allowed)
+  if (a.push && !allowed && !s->removed)
     broken (s, "run %d pushed, the bucket or the 1 s spacing did not allow it", r);
   common_actions (s, &a);
   if (a.detach_at >= 0)
@@ -382,6 +386,36 @@ owner_actions (Sim *s, int i, const DcpActions *a)
     }
 }
 
+/* The owner finds its mark gone (the cache was removed): it makes it
+ * again from what it knew, or hands that to a newer live owner and ends.
+ * FALSE: it ended. */
+static gboolean
+owner_remake (Sim *s, int i)
+{
+  SimOwner *o = &s->owners[i];
+
+  if (!o->removed)
+    return TRUE;
+  o->removed = FALSE;
+  dcp_machine_merge (&s->m, &o->mine);
+  /* messages it covered since its last look are known only to the lost
+   * state: one more push, after now, covers them */
+  s->m.wanted = MAX (s->m.wanted, s->now);
+  if (s->owner >= 0 && s->owner != i && s->owners[s->owner].alive)
+    {
+      slog (s, "owner %d: cache removed, hands over to owner %d", i, s->owner);
+      if (o->mine.due >= 0 && (s->m.due < 0 || o->mine.due < s->m.due))
+        s->m.due = o->mine.due;
+      o->alive = FALSE;
+      poke (s);
+      return FALSE;
+    }
+  slog (s, "owner %d: cache removed, mark made again", i);
+  s->m.owned = TRUE;
+  s->owner = i;
+  return TRUE;
+}
+
 static void
 owner_timer (Sim *s, int i, guint gen)
 {
@@ -389,7 +423,7 @@ owner_timer (Sim *s, int i, guint gen)
   DcpEvent e = { DCP_EVENT_TIMER, s->now, TRUE, -1, DCP_HTTP_OK, FALSE };
   DcpActions a;
 
-  if (!o->alive || o->pushing || gen != o->gen)
+  if (!o->alive || o->pushing || gen != o->gen || !owner_remake (s, i))
     return;
   if (s->owner != i)
     {
@@ -397,7 +431,8 @@ owner_timer (Sim *s, int i, guint gen)
       return;
     }
   dcp_machine_step (&s->c, &s->m, &e, &a);
-  if (a.push && !history_allows (s, s->now))
+  o->mine = s->m;
+  if (a.push && !history_allows (s, s->now) && !s->removed)
     broken (s, "owner %d pushed, the bucket or the 1 s spacing did not allow it", i);
   owner_actions (s, i, &a);
 }
@@ -415,10 +450,18 @@ owner_answer (Sim *s, int i)
     return;
   out = proxy_outcome (s, s->now, &silent);
   o->pushing = FALSE;
+  if (!owner_remake (s, i))
+    {
+      s->pushes[o->push].answered = s->now;
+      s->pushes[o->push].outcome = out;
+      /* it handed over before it could feed its answer: as if killed */
+      return;
+    }
   s->pushes[o->push].answered = s->now;
   s->pushes[o->push].outcome = out;
   e = (DcpEvent){ DCP_EVENT_ANSWER, s->now, TRUE, o->started, out, FALSE };
   dcp_machine_step (&s->c, &s->m, &e, &a);
+  o->mine = s->m;
   slog (s, "owner %d answer %s", i, outcome_name (out));
   owner_actions (s, i, &a);
 }
@@ -478,6 +521,15 @@ handle (Sim *s, const SimEv *ev)
       break;
     case EV_RESUME:
       resume (s);
+      break;
+    case EV_CACHE_RM:
+      /* everything on disk is gone; processes keep what they knew */
+      slog (s, "cache removed");
+      s->m = (DcpMachine) DCP_MACHINE_INIT;
+      s->removed = TRUE;
+      if (s->owner >= 0)
+        s->owners[s->owner].removed = TRUE;
+      s->owner = -1;
       break;
     default:
       g_assert_not_reached ();
@@ -541,7 +593,7 @@ check (Sim *s, gint64 proxy_back)
 
   for (int i = 0; i < s->n_pushes; i++)
     gone = gone || (s->pushes[i].answered >= 0 && s->pushes[i].outcome == DCP_HTTP_GONE);
-  for (int i = 1; s->c.window > 0 && i < s->n_pushes; i++)
+  for (int i = 1; s->c.window > 0 && !s->removed && i < s->n_pushes; i++)
     {
       if (s->pushes[i].start - s->pushes[i - 1].start < DCP_MACHINE_SPACING)
         broken (s, "pushes %d and %d less than 1 s apart", i - 1, i);
@@ -647,6 +699,10 @@ random_schedule (guint32 seed)
         push_ev (s, t + g_rand_int_range (s->rand, 0, 4000) * MS,
                  g_rand_boolean (s->rand) ? EV_RUN_KILL : EV_RUN_TERM, r, 0);
     }
+  /* the cache removed, with every process alive: a dead owner and a
+   * removed cache together leave no trace of what was owed */
+  if (!s->kills && g_rand_int_range (s->rand, 0, 6) == 0)
+    push_ev (s, T0 + g_rand_int_range (s->rand, 0, 30000) * MS, EV_CACHE_RM, -1, 0);
   if (s->kills)
     for (int i = 0; i < 4; i++)
       {
