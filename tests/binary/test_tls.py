@@ -313,13 +313,15 @@ class Nginx(TlsCase):
         self.assertEqual(n.wait_count(1), 1)
         self.assertEqual(n.lines()[0][3], "TLSv1.3")
 
-    def test_several_tokens_one_connection(self):
+    def test_several_tokens_at_once(self):
         n = self.nginx()
         tokens = ["tok-%d-abcdefgh" % i for i in range(3)]
         r = self.run_bin(["--cacert", pki().ca, "-w", "0", "-u", n.url] + tokens, message())
         self.assertDone(r)
         self.assertEqual(n.wait_count(3), 3)
-        self.assertEqual([ln[-1] for ln in n.lines()], ["1", "2", "3"])
+        # a run's POSTs go out at once: over HTTP/1.1 each on a connection
+        # of its own, each its connection's first request
+        self.assertEqual([ln[-1] for ln in n.lines()], ["1", "1", "1"])
 
 
 if __name__ == "__main__":
