@@ -556,6 +556,7 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int 
   g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
   g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
   gboolean transient = FALSE, answered;
+  int decided = -1; /* will the caller retry (caller mode)? -1: not asked yet */
 
   for (guint i = 0; i < plans->len; i++)
     {
@@ -584,8 +585,14 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int 
                          : g_strdup ("error: interrupted by a signal");
       if (answered)
         dcp_http_request_clear (req);
+      /* one failed run counts once against the message, whatever the
+       * number of its tokens that failed */
       if (p->outcome == DCP_HTTP_FAILED && answered && !p->stateless)
-        again = caller_retries (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC);
+        {
+          if (decided < 0)
+            decided = caller_retries (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC);
+          again = decided;
+        }
       settle (r, p, again, !answered);
       if (again)
         {

@@ -102,6 +102,14 @@ class Failures(dcptest.TestCase):
         self.assertDone(self.run_bin(["--retry=caller", "-w", "0", "--timeout", "1", "-u", srv.url,
                                       TOKEN], message()))
 
+    def test_retry_cap_counts_runs_not_tokens(self):
+        srv = self.server(default="503")
+        msg = message()
+        tokens = [TOKEN + "-a", TOKEN + "-b", TOKEN + "-c"]
+        codes = [self.run_bin(["--retry=caller", "-w", "0", "--timeout", "1", "-u", srv.url]
+                              + tokens, msg).returncode for _ in range(5)]
+        self.assertEqual(codes, [75, 75, 75, 75, 0])
+
     def test_retry_cap_one_hour(self):
         srv = self.server(default="503")
         msg = message()
