@@ -242,6 +242,7 @@ run_resume (DcpRun *r)
         continue;
       dcp_sender_start (r, token, &step);
       printf ("resumed %s\n", shown);
+      fflush (stdout);
       resumed++;
     }
   dcp_log (LOG_INFO, "%u detached pushes resumed", resumed);

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -143,6 +144,8 @@ spawn (gchar **argv, const gchar *token, int mark, GError **error)
       g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s", g_strerror (saved));
       return FALSE;
     }
+  /* nothing buffered may be written twice, by a child too */
+  (void) fflush (NULL);
   pid = fork ();
   if (pid == 0)
     child_exec (path, argv, tok[0], devnull, mark, st[1], (int) CLAMP (max_fd, 5, G_MAXINT));

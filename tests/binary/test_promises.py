@@ -103,8 +103,10 @@ class Promises(dcptest.TestCase):
                 time.sleep(1)
                 self.figures("stale trailing push, --burst %s" % burst, srv, runs)
                 times = [q.time - self.t0 for q in srv.requests]
+                # pushes start a second apart; under a wrapper a run's POST
+                # reaches the proxy long after its start
                 for a, b in zip(times, times[1:]):
-                    self.assertGreaterEqual(b - a, 0.95, times)
+                    self.assertGreaterEqual(b - a, 0 if dcptest.WRAPPER else 0.95, times)
                 # a flood gets at most burst + t/window pushes
                 self.assertLessEqual(len(times), int(burst) + 2, times)
                 self.assertTrue(wait_until(lambda: not self.owners(), 5 * SLOW))
@@ -149,7 +151,8 @@ class Promises(dcptest.TestCase):
         self.assertGreaterEqual(len(srv.requests), 16)
         # within --timeout, the 64 owed marks written and their processes
         # started included
-        self.assertLess(elapsed, 2.0 + 0.2 * SLOW)
+        # (under valgrind, starting 64 processes alone takes seconds)
+        self.assertLess(elapsed, 2.0 + 0.2 * SLOW if not dcptest.WRAPPER else 20)
         marks = [n for n in os.listdir(self.cache) if n.endswith(".due")]
         self.assertEqual(len(marks), 64)
         srv.set_statuses([], default="200")
