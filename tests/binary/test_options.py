@@ -164,9 +164,27 @@ class Options(dcptest.TestCase):
 
     def test_bad_values(self):
         for args in (["-w", "-1"], ["--window", "x"], ["--max-age", "1.5"],
-                     ["--timeout", "0"], ["--dry-run", "--ping"]):
+                     ["--timeout", "0"], ["--dry-run", "--ping"], ["--burst", "0"],
+                     ["--burst", "x"], ["--burst", "1001"], ["--resume", "--status"]):
             with self.subTest(args=args):
                 self.assertTempfail(self.run_bin(args + [TOKEN], message()))
+
+    def test_burst(self):
+        # the bucket: --burst pushes at once, a second apart, then a trailing
+        # push; from the config file too
+        srv = self.server()
+        for i in range(2):
+            self.assertDone(self.run_bin(["-u", srv.url, "--burst", "2", TOKEN], message()))
+            time.sleep(1.05)
+        self.assertDone(self.run_bin(["-u", srv.url, "--burst", "2", "-n", TOKEN], message()))
+        r = self.run_bin(["-u", srv.url, "--burst", "2", "-n", TOKEN], message())
+        self.assertEqual(r.stdout, "trailing %s…\n" % TOKEN[:8])
+        conf = self.write("c3", "[deltachat-push]\nburst=3\n")
+        r = self.run_bin(["-c", conf, "-u", srv.url, "-n", TOKEN], message())
+        self.assertEqual(r.stdout, "notify %s…\n" % TOKEN[:8])
+        self.assertEqual(len(srv.requests), 2)
+        conf = self.write("c0", "[deltachat-push]\nburst=0\n")
+        self.assertTempfail(self.run_bin(["-c", conf, "-u", srv.url, TOKEN], message()))
 
     def test_urls(self):
         for url in ["http://example.org/notify", "http://10.0.0.1/notify",
