@@ -186,14 +186,16 @@ owner_next (const DcpMachineConfig *c, DcpMachine *m, gint64 now, DcpActions *a)
       a->wait_until = m->due;
       return;
     }
-  if (m->owed_first >= 0)
-    t = MAX (m->due >= 0 ? m->due : now, dcp_machine_available_at (c, m, now));
-  else
-    t = MAX (m->due >= 0 ? m->due : now, dcp_machine_available_at (c, m, now));
+  t = MAX (m->due >= 0 ? m->due : now, dcp_machine_available_at (c, m, now));
   if (t <= now)
     {
-      m->due = -1;
+      /* the owner does not wait for the answer to push again: until it
+       * comes (or the push's budget is out) its push covers what came
+       * before, and a later message moves its due time to when the
+       * bucket has the next push */
       take_push (c, m, now, a);
+      m->due = m->flight_end;
+      a->wait_until = m->due;
       return;
     }
   m->due = t;

@@ -40,7 +40,7 @@ typedef struct {
   gint64 flight;     /* start of the latest push not answered yet, or -1 */
   gint64 flight_end; /* ... when its pusher will have given up on it */
   gboolean owned;    /* a detached process owns the token's next push */
-  gint64 due;        /* ... due then; -1 while it pushes */
+  gint64 due;        /* ... due then (after a push of its own: when that push's budget ends) */
   gint64 owed_first; /* the first failure of an owed push, or -1 */
   guint tries;       /* failed tries of the owed push */
   gboolean gone;     /* the proxy answered 410 */

@@ -348,6 +348,92 @@ owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachin
   return TRUE;
 }
 
+/* A push of the owner's, in a process of its own, so that the owner can
+ * push again before it is answered (a message that finds the bucket
+ * empty while the owner's last push waits for its answer gets its push
+ * when the bucket has one, not when that answer comes).  The child posts,
+ * records and logs the result, and writes the outcome as one byte. */
+typedef struct {
+  int fd;
+  pid_t pid;
+  gint64 started;
+  guint tries; /* of the owed push before this one, 0 for a trailing push */
+} Flight;
+
+#define FLIGHTS_MAX 8
+
+static gboolean
+start_flight (DcpRun *r, const gchar *token, const gchar *shown, gint64 started, guint tries,
+              Flight *f)
+{
+  int p[2];
+  pid_t pid;
+
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    return FALSE;
+  (void) fflush (NULL);
+  pid = fork ();
+  if (pid < 0)
+    {
+      close (p[0]);
+      close (p[1]);
+      return FALSE;
+    }
+  if (pid == 0)
+    {
+      g_autofree gchar *text = NULL;
+      gchar out;
+
+      /* the mark's lock is the owner's: a push that outlives it must not
+       * make a dead owner look alive */
+      close (MARK_FD);
+      close (p[0]);
+      dcp_run_start_budget (r);
+      out = (gchar) dcp_run_post (r, token, 1, &text);
+      if (tries > 0 && out != DCP_HTTP_FAILED)
+        dcp_log (LOG_INFO, "%s: owed push settled on try %u: %s", shown, tries + 1, text);
+      (void) !write (p[1], &out, 1);
+      _exit (0);
+    }
+  close (p[1]);
+  *f = (Flight){ p[0], pid, started, tries };
+  return TRUE;
+}
+
+/* Sleep until t, a poke, or a push's answer: its index, or -1. */
+static int
+wait_any (Flight *flights, guint n, gint64 t, const sigset_t *while_asleep)
+{
+  gint64 left = CLAMP (t - g_get_real_time (), 0, G_GINT64_CONSTANT (3600) * G_USEC_PER_SEC);
+  struct timespec ts = { left / G_USEC_PER_SEC, (left % G_USEC_PER_SEC) * 1000 };
+  struct pollfd fds[FLIGHTS_MAX];
+
+  for (guint i = 0; i < n; i++)
+    fds[i] = (struct pollfd){ flights[i].fd, POLLIN, 0 };
+  if (!poked && ppoll (fds, n, &ts, while_asleep) > 0)
+    for (guint i = 0; i < n; i++)
+      if (fds[i].revents != 0)
+        return (int) i;
+  poked = 0;
+  return -1;
+}
+
+/* The answer of flight i, which is then gone from the list. */
+static DcpHttpOutcome
+land (Flight *flights, guint *n, guint i, Flight *landed)
+{
+  gchar out = DCP_HTTP_FAILED;
+
+  *landed = flights[i];
+  if (read (flights[i].fd, &out, 1) != 1 || out < DCP_HTTP_OK || out > DCP_HTTP_FAILED)
+    out = DCP_HTTP_FAILED;
+  close (flights[i].fd);
+  while (waitpid (flights[i].pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  flights[i] = flights[--*n];
+  return (DcpHttpOutcome) out;
+}
+
 DcpStatus
 dcp_sender_run_owner (DcpRun *r)
 {
@@ -355,8 +441,8 @@ dcp_sender_run_owner (DcpRun *r)
   g_autofree gchar *shown = NULL;
   DcpMachine mine = DCP_MACHINE_INIT;
   DcpEvent e = { DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
-  g_autofree gchar *text = NULL;
-  guint tries = 0; /* of the owed push, before the one in flight */
+  Flight flights[FLIGHTS_MAX];
+  guint n = 0;
   sigset_t asleep;
 
   if (token == NULL)
@@ -368,6 +454,8 @@ dcp_sender_run_owner (DcpRun *r)
   for (guint i = 0; i < OWNER_STEPS_MAX; i++)
     {
       DcpStep step;
+      gint64 until;
+      int done;
 
       if (r->state != NULL && dcp_state_mark_missing (MARK_FD)
           && !remake_mark (r, token, shown, &mine))
@@ -381,33 +469,40 @@ dcp_sender_run_owner (DcpRun *r)
         }
       if (step.a.given_up)
         dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries", shown, step.a.tries);
-      if (e.kind == DCP_EVENT_ANSWER && tries > 0 && e.outcome != DCP_HTTP_FAILED)
-        dcp_log (LOG_INFO, "%s: owed push settled on try %u: %s", shown, tries + 1, text);
       if (step.a.forget)
         {
+          /* pushes still in flight end by themselves */
           dcp_log (LOG_INFO, "%s: detached push done", shown);
           return DCP_STATUS_DONE;
         }
       if (step.a.push)
         {
-          DcpHttpOutcome out;
-          tries = mine.owed_first >= 0 ? mine.tries : 0;
+          guint tries = mine.owed_first >= 0 ? mine.tries : 0;
           if (tries > 0)
             dcp_log (LOG_INFO, "%s: owed push, try %u", shown, tries + 1);
           else
             dcp_log (LOG_INFO, "%s: trailing push", shown);
-          dcp_run_start_budget (r);
-          g_clear_pointer (&text, g_free);
-          /* one attempt: the schedule is the retry */
-          out = dcp_run_post (r, token, 1, &text);
-          e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
-          continue;
+          if (n == FLIGHTS_MAX || !start_flight (r, token, shown, e.now, tries, &flights[n]))
+            {
+              /* no process for it: push here, and wait for the answer */
+              DcpHttpOutcome out;
+              dcp_run_start_budget (r);
+              out = dcp_run_post (r, token, 1, NULL);
+              e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
+              continue;
+            }
+          n++;
         }
-      if (step.a.wait_until >= 0)
-        sleep_or_poke (step.a.wait_until, &asleep);
+      until = step.a.wait_until >= 0 ? step.a.wait_until : e.now + G_USEC_PER_SEC;
+      done = wait_any (flights, n, until, &asleep);
+      if (done >= 0)
+        {
+          Flight landed;
+          DcpHttpOutcome out = land (flights, &n, (guint) done, &landed);
+          e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
+        }
       else
-        sleep_or_poke (e.now + G_USEC_PER_SEC, &asleep);
-      e = (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+        e = (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
     }
   dcp_log (LOG_WARNING, "%s: detached push ended after %d steps", shown, OWNER_STEPS_MAX);
   return DCP_STATUS_DONE;
