@@ -22,6 +22,22 @@ DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, const gchar *c
 gchar *dcp_http_describe (const gchar *cacert, GError **error);
 DcpHttpOutcome dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline,
                                 guint max_attempts, glong *status, GError **error);
+
+typedef struct {
+  const gchar *token;
+  DcpHttpOutcome outcome;
+  glong status;
+  GError *error;
+} DcpHttpRequest;
+
+/* POSTs every request at once; returns when each is answered (with the
+ * same per-request retries dcp_http_notify makes within max_attempts)
+ * or at deadline (monotonic µs, as dcp_http_notify's); every request's
+ * outcome, status and error are set on return: one not answered by the
+ * deadline gets DCP_HTTP_FAILED with an error saying so. */
+void dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 deadline,
+                          guint max_attempts);
+void dcp_http_request_clear (DcpHttpRequest *request);
 void dcp_http_free (DcpHttp *http);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpHttp, dcp_http_free)
 

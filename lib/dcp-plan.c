@@ -6,51 +6,6 @@
 
 #include "dcp-error.h"
 
-/* a last-push time further in the future than this means the clock was
- * stepped back: don't let it block pushes until the clock catches up */
-#define FUTURE_SLACK_US (2 * G_USEC_PER_SEC)
-
-/* Inside the window a push (or the try of an owed push) has just started:
- * a trailing push follows it.  Outside it, a live owed push covers the
- * message: it is a wake-up, and the device fetches everything new. */
-DcpSlotKind
-dcp_plan_token (const DcpTokenFacts *f, gint64 now, gint64 window, gboolean trailing)
-{
-  gboolean in_window;
-
-  g_return_val_if_fail (f != NULL, DCP_SLOT_PUSH);
-  if (f->gone)
-    return DCP_SLOT_GONE;
-  in_window
-      = window > 0 && f->last >= 0 && now - f->last < window && f->last <= now + FUTURE_SLACK_US;
-  if (in_window && !trailing)
-    return DCP_SLOT_LIMITED;
-  if (in_window)
-    return f->pending_live ? DCP_SLOT_COVERED : DCP_SLOT_TRAILING;
-  return f->owed_live ? DCP_SLOT_OWED : DCP_SLOT_PUSH;
-}
-
-const gchar *
-dcp_slot_kind_to_string (DcpSlotKind kind)
-{
-  switch (kind)
-    {
-    case DCP_SLOT_TRAILING:
-      return "trailing";
-    case DCP_SLOT_COVERED:
-      return "covered";
-    case DCP_SLOT_LIMITED:
-      return "rate-limited";
-    case DCP_SLOT_GONE:
-      return "gone";
-    case DCP_SLOT_OWED:
-      return "owed";
-    case DCP_SLOT_PUSH:
-    default:
-      return "notify";
-    }
-}
-
 gboolean
 dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
 {
@@ -65,21 +20,6 @@ dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
       return FALSE;
     }
   return TRUE;
-}
-
-/* Without a usable cache nothing can be owed, and retries cannot be
- * counted: the callers that retry (getmail, fetchmail) would do so
- * forever, so the push is dropped in both modes. */
-DcpAfter
-dcp_plan_after (DcpHttpOutcome outcome, DcpRetryMode mode, gboolean have_state)
-{
-  if (outcome == DCP_HTTP_OK)
-    return DCP_AFTER_DONE;
-  if (outcome == DCP_HTTP_GONE)
-    return DCP_AFTER_GONE;
-  if (!have_state)
-    return DCP_AFTER_DROP;
-  return mode == DCP_RETRY_CALLER ? DCP_AFTER_CALLER : DCP_AFTER_OWE;
 }
 
 gboolean
@@ -100,12 +40,15 @@ dcp_schedule_init (DcpSchedule *s)
   s->give_up = DCP_SCHEDULE_GIVE_UP;
 }
 
-/* "1,2,4": the steps, in seconds after the first failure. */
+/* "1,2,4": the steps, in seconds after the first failure; given up after
+ * the last.  "1,2,4+20": then every 4 s until 20 s after it. */
 gboolean
 dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
 {
-  g_auto (GStrv) parts = g_strsplit (text, ",", -1);
+  g_auto (GStrv) halves = g_strsplit (text, "+", 2);
+  g_auto (GStrv) parts = g_strsplit (halves[0] ? halves[0] : "", ",", -1);
   guint n = g_strv_length (parts);
+  guint64 give_up = 0;
   DcpSchedule parsed;
 
   dcp_schedule_init (s);
@@ -130,21 +73,49 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
       parsed.step[i] = (gint64) v;
     }
   parsed.n = n;
+  parsed.give_up = parsed.step[n - 1];
+  if (halves[0] != NULL && halves[1] != NULL)
+    {
+      if (!g_ascii_string_to_unsigned (halves[1], 10, (guint64) parsed.give_up,
+                                       DCP_SCHEDULE_GIVE_UP, &give_up, NULL))
+        {
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                       "a retry schedule's end is seconds after its last step, not \"%s\"", text);
+          return FALSE;
+        }
+      parsed.give_up = (gint64) give_up;
+    }
   *s = parsed;
   return TRUE;
 }
 
 /* When the try after `tries` failed ones is due (µs, like first), or -1
- * when the push is to be given up: the steps are used up, or the next one
- * would fall after the give-up time. */
+ * when the push is to be given up.  After the steps, the last step's
+ * length again and again; the last try is at the give-up time itself, so
+ * an outage shorter than that loses nothing. */
 gint64
 dcp_schedule_next (const DcpSchedule *s, gint64 first, guint tries)
 {
+  gint64 at;
+
   if (tries == 0)
     return first;
-  if (tries > s->n || s->step[tries - 1] > s->give_up)
+  if (s->n == 0)
     return -1;
-  return first + s->step[tries - 1] * G_USEC_PER_SEC;
+  if (tries <= s->n)
+    at = s->step[tries - 1];
+  else
+    at = s->step[s->n - 1] * (gint64) MIN (tries - s->n + 1, (guint) DCP_SCHEDULE_GIVE_UP);
+  if (at > s->give_up)
+    {
+      gint64 before = tries == 1      ? 0
+                      : tries <= s->n ? s->step[tries - 2]
+                                      : s->step[s->n - 1] * (gint64) (tries - s->n);
+      if (before >= s->give_up)
+        return -1;
+      at = s->give_up;
+    }
+  return first + at * G_USEC_PER_SEC;
 }
 
 /* An owed push found without its process (a reboot) is taken over only

@@ -200,23 +200,6 @@ touch_file (DcpState *state, const gchar *name, gint64 t, const gchar *content, 
   return TRUE;
 }
 
-static gboolean
-set_last (DcpState *state, const gchar *token, gint64 t, GError **error)
-{
-  g_autofree gchar *name = token_file (token, ".last");
-
-  if (t < 0)
-    {
-      if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
-        {
-          int saved = errno;
-          return set_errno_error (error, saved, "cannot remove", name);
-        }
-      return TRUE;
-    }
-  return touch_file (state, name, t, NULL, error);
-}
-
 static gint64
 get_last (DcpState *state, const gchar *token)
 {
@@ -231,426 +214,337 @@ is_gone (DcpState *state, const gchar *token)
   return stat_mtime (state, name) >= 0;
 }
 
-/* A pending mark holds "previous due": the last push when the trailing
- * push was scheduled, and when it is due.  -1 for what cannot be read. */
-static void
-read_pending (int fd, gint64 *previous, gint64 *due)
-{
-  gchar buf[64] = { 0 };
+static gboolean dcp_state_set_gone_locked (DcpState *state, const gchar *token, gboolean gone,
+                                           gint64 now, GError **error);
 
-  *previous = *due = -1;
-  if (pread (fd, buf, sizeof buf - 1, 0) > 0)
-    (void) sscanf (buf, "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT, previous, due);
-}
-
-/* Does the mark (pending or owed) exist, and its process live?  A mark
- * whose flock() can be taken belongs to a dead process: the next claim
- * that needs one replaces a pending mark, or takes an owed one over. */
-static gboolean
-mark_live (DcpState *state, const gchar *name, gint64 *due)
-{
-  int fd = dcp_file_open (state->dirfd, name, O_RDONLY, DCP_FILE_NOFOLLOW, NULL, NULL);
-  gboolean live;
-
-  if (fd < 0)
-    return FALSE;
-  if (due != NULL)
-    {
-      gint64 previous;
-      read_pending (fd, &previous, due);
-    }
-  live = flock (fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
-  close (fd);
-  return live;
-}
-
-/* Remove name if it still is the file open as fd (not a newer one). */
-static void
-unlink_if_ours (DcpState *state, const gchar *name, int fd)
-{
-  struct stat a, b;
-
-  if (fstat (fd, &a) == 0 && fstatat (state->dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0
-      && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    (void) unlinkat (state->dirfd, name, 0);
-}
-
-static void
-slot_init (DcpSlot *slot, DcpSlotKind kind)
-{
-  slot->kind = kind;
-  slot->previous = -1;
-  slot->claimed = -1;
-  slot->due = -1;
-  slot->pending_fd = -1;
-  slot->owed_fd = -1;
-  slot->owed = (DcpOwed){ -1, 0, -1, -1 };
-}
-
-/* What the token's state on disk says; last only matters with a window. */
-static void
-read_facts (DcpState *state, const gchar *token, gint64 window, DcpTokenFacts *f)
-{
-  g_autofree gchar *pending = token_file (token, ".pending");
-  g_autofree gchar *owed = token_file (token, ".owed");
-
-  f->gone = is_gone (state, token);
-  f->last = window > 0 ? get_last (state, token) : -1;
-  f->pending_live = mark_live (state, pending, NULL);
-  f->owed_live = mark_live (state, owed, NULL);
-}
-
-/* An owed mark whose process is gone (a reboot, kill -9): this run takes
- * it over, so that its push, if it fails again, keeps the first failure's
- * schedule.  Someone faster may have taken it: then it covers us. */
-static void
-take_stale_owed (DcpState *state, const gchar *token, DcpSlot *slot)
-{
-  g_autofree gchar *name = token_file (token, ".owed");
-  int fd = dcp_file_open (state->dirfd, name, O_RDWR, DCP_FILE_NOFOLLOW, NULL, NULL);
-
-  if (fd < 0)
-    return;
-  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
-    {
-      close (fd);
-      slot->kind = DCP_SLOT_OWED;
-      return;
-    }
-  (void) dcp_state_owed_read (fd, &slot->owed, NULL);
-  /* the pid is a dead process's: no run may poke it while we push */
-  slot->owed.pid = -1;
-  (void) dcp_state_owed_write (fd, &slot->owed, NULL);
-  slot->owed_fd = fd;
-}
+/* A mark: the machine's state but the bucket, the last push and the gone
+ * mark (mtimes of their own), the owner's pid, then the token itself, so
+ * that --resume can push it:
+ *   "wanted flight flight_end owned due owed_first tries pid\ntoken\n" */
+#define MARK_MAX (DCP_TOKEN_MAX + 256)
 
 static gboolean
-write_pending (DcpState *state, const gchar *token, gint64 last, gint64 window, DcpSlot *slot,
-               GError **error)
+parse_mark (const gchar *buf, DcpTokenHold *h, gchar **token)
 {
-  g_autofree gchar *pending = token_file (token, ".pending");
-  g_autofree gchar *content = NULL;
-  int fd;
+  gint64 v[8];
+  const gchar *nl = strchr (buf, '\n');
 
-  /* a stale mark (its process died) is replaced */
-  (void) unlinkat (state->dirfd, pending, 0);
-  fd = open_file (state, pending, O_RDWR | O_CREAT | O_EXCL, error);
-  if (fd < 0)
+  if (nl == NULL
+      || sscanf (buf,
+                 "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT
+                 " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT
+                 " %" G_GINT64_FORMAT,
+                 &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7])
+             != 8
+      || v[6] < 0 || v[6] > G_MAXUINT)
     return FALSE;
-  content = g_strdup_printf ("%" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n", last, last + window);
-  if (flock (fd, LOCK_EX | LOCK_NB) < 0
-      || write (fd, content, strlen (content)) != (gssize) strlen (content))
+  h->m.wanted = v[0];
+  h->m.flight = v[1];
+  h->m.flight_end = v[2];
+  h->m.owned = v[3] != 0;
+  h->m.due = v[4];
+  h->m.owed_first = v[5];
+  h->m.tries = (guint) v[6];
+  h->pid = v[7];
+  if (token != NULL)
     {
-      int saved = errno;
-      close (fd);
-      (void) unlinkat (state->dirfd, pending, 0);
-      return set_errno_error (error, saved ? saved : ENOSPC, "cannot write", pending);
+      const gchar *end = strchr (nl + 1, '\n');
+      *token = end ? g_strndup (nl + 1, end - nl - 1) : NULL;
     }
-  slot->due = last + window;
-  slot->pending_fd = fd;
   return TRUE;
 }
 
-static gboolean
-claim_locked (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-              DcpSlot *slot, GError **error)
+static gchar *
+format_mark (const DcpTokenHold *h, const gchar *token)
 {
-  DcpTokenFacts f;
+  return g_strdup_printf ("%" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT
+                          " %d %" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %u %" G_GINT64_FORMAT
+                          "\n%s\n",
+                          h->m.wanted, h->m.flight, h->m.flight_end, h->m.owned ? 1 : 0, h->m.due,
+                          h->m.owed_first, h->m.tries, h->pid, token);
+}
 
-  read_facts (state, token, window, &f);
-  slot_init (slot, dcp_plan_token (&f, now, window, trailing));
-  slot->previous = f.last;
-  if (slot->kind == DCP_SLOT_PUSH)
-    take_stale_owed (state, token, slot);
-  if (slot->kind == DCP_SLOT_PUSH && window > 0)
+static gboolean
+read_mark_fd (int fd, DcpTokenHold *h, gchar **token)
+{
+  g_autofree gchar *buf = g_malloc0 (MARK_MAX + 1);
+  gssize n = pread (fd, buf, MARK_MAX, 0);
+
+  return n > 0 && parse_mark (buf, h, token);
+}
+
+/* Is the mark flock()ed by someone (its owner, or a run starting one)? */
+static gboolean
+mark_locked (int fd)
+{
+  if (flock (fd, LOCK_SH | LOCK_NB) == 0)
     {
-      if (!set_last (state, token, now, error))
-        return FALSE;
-      slot->claimed = now;
+      (void) flock (fd, LOCK_UN);
+      return FALSE;
     }
-  if (slot->kind != DCP_SLOT_TRAILING)
-    return TRUE;
-  return write_pending (state, token, f.last, window, slot, error);
+  return errno == EWOULDBLOCK;
+}
+
+/* Read the token's state into h (the token's lock held, or not: peek). */
+static void
+read_hold (DcpState *state, const gchar *token, DcpTokenHold *h, gboolean keep_mark)
+{
+  g_autofree gchar *full = token_file (token, ".full");
+  g_autofree gchar *mark = token_file (token, ".due");
+  int fd;
+
+  h->m = (DcpMachine) DCP_MACHINE_INIT;
+  h->pid = -1;
+  h->mark = -1;
+  h->owner_live = FALSE;
+  h->m.full_at = stat_mtime (state, full);
+  h->m.last = get_last (state, token);
+  h->m.gone = is_gone (state, token);
+  fd = dcp_file_open (state->dirfd, mark, O_RDWR, DCP_FILE_NOFOLLOW, NULL, NULL);
+  if (fd < 0)
+    return;
+  if (!read_mark_fd (fd, h, NULL))
+    {
+      /* damaged (a crash mid-write): what it held is unknown, so a push
+       * is wanted now; the machine decides who makes it */
+      h->m = (DcpMachine) DCP_MACHINE_INIT;
+      h->m.full_at = stat_mtime (state, full);
+      h->m.last = get_last (state, token);
+      h->m.gone = is_gone (state, token);
+      h->m.wanted = 0;
+      h->pid = -1;
+    }
+  h->owner_live = mark_locked (fd);
+  if (keep_mark)
+    h->mark = fd;
+  else
+    close (fd);
+}
+
+gboolean
+dcp_state_hold (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error)
+{
+  g_return_val_if_fail (state != NULL && token != NULL && h != NULL, FALSE);
+  h->lock = lock_token (state, token, error);
+  h->mark = -1;
+  if (h->lock < 0)
+    return FALSE;
+  read_hold (state, token, h, TRUE);
+  return TRUE;
 }
 
 void
-dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-                DcpSlot *slot)
+dcp_state_peek (DcpState *state, const gchar *token, DcpTokenHold *h)
 {
-  DcpTokenFacts f;
-
-  g_return_if_fail (state != NULL && token != NULL && slot != NULL);
-  read_facts (state, token, window, &f);
-  slot_init (slot, dcp_plan_token (&f, now, window, trailing));
-  slot->previous = f.last;
-  if (slot->kind == DCP_SLOT_TRAILING)
-    slot->due = f.last + window;
+  g_return_if_fail (state != NULL && token != NULL && h != NULL);
+  h->lock = -1;
+  read_hold (state, token, h, FALSE);
 }
 
-gboolean
-dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window, gboolean trailing,
-                 DcpSlot *slot, GError **error)
+static gboolean
+set_mtime_file (DcpState *state, const gchar *token, const gchar *suffix, gint64 t, gint64 was,
+                GError **error)
 {
-  int lock;
-  gboolean ok;
+  g_autofree gchar *name = token_file (token, suffix);
 
-  g_return_val_if_fail (state != NULL && token != NULL && slot != NULL, FALSE);
-  slot_init (slot, DCP_SLOT_PUSH);
-  lock = lock_token (state, token, error);
-  if (lock < 0)
-    return FALSE;
-  ok = claim_locked (state, token, now, window, trailing, slot, error);
-  unlock_token (lock);
-  if (!ok && slot->owed_fd >= 0)
+  if (t == was)
+    return TRUE;
+  if (t < 0)
     {
-      close (slot->owed_fd); /* a mark taken over, then no claim */
-      slot->owed_fd = -1;
+      (void) unlinkat (state->dirfd, name, 0);
+      return TRUE;
     }
-  return ok;
+  return touch_file (state, name, t, NULL, error);
+}
+
+/* Nothing left that anyone acts on: the mark goes. */
+static gboolean
+mark_empty (const DcpMachine *m)
+{
+  return m->wanted < 0 && !m->owned && m->owed_first < 0 && m->flight < 0;
 }
 
 gboolean
-dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot, gboolean pushed,
-                  gint64 now, const gchar *result, GError **error)
+dcp_state_store (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error)
 {
-  g_autofree gchar *rname = token_file (token, ".result");
+  g_autofree gchar *mark = token_file (token, ".due");
   g_autofree gchar *content = NULL;
-  gboolean ok = TRUE;
-  int lock = lock_token (state, token, error);
+  DcpTokenHold was;
+  gsize len;
 
-  if (lock < 0)
+  g_return_val_if_fail (state != NULL && h != NULL && h->lock >= 0, FALSE);
+  read_hold (state, token, &was, FALSE);
+  if (!set_mtime_file (state, token, ".full", h->m.full_at, was.m.full_at, error)
+      || !set_mtime_file (state, token, ".last", h->m.last, was.m.last, error))
     return FALSE;
-  if (pushed)
-    {
-      /* the window runs from the claim, so a trailing push can tell
-       * whether a push started after its message; only forwards, so a
-       * slow push never undoes a newer one */
-      gint64 t = slot->claimed >= 0 ? slot->claimed : now;
-      if (t > get_last (state, token))
-        ok = set_last (state, token, t, error);
-    }
-  else if (slot->claimed >= 0 && get_last (state, token) == slot->claimed)
-    ok = set_last (state, token, slot->previous, error); /* roll our claim back */
-  if (ok && result != NULL)
-    {
-      content = g_strdup_printf ("%s\n", result);
-      ok = touch_file (state, rname, now, content, error);
-    }
-  unlock_token (lock);
-  return ok;
-}
-
-gboolean
-dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
-                          DcpSlot *slot, gboolean *owed, GError **error)
-{
-  g_autofree gchar *pending = token_file (token, ".pending");
-  g_autofree gchar *owed_name = token_file (token, ".owed");
-  gint64 previous, due;
-  gboolean ok = TRUE;
-  int lock;
-
-  slot_init (slot, DCP_SLOT_PUSH);
-  *owed = FALSE;
-  lock = lock_token (state, token, error);
-  if (lock < 0)
+  if (h->m.gone && !was.m.gone && !dcp_state_set_gone_locked (state, token, TRUE, h->m.last, error))
     return FALSE;
-  read_pending (pending_fd, &previous, &due);
-
-  /* owed unless a push started since the pending mark was made (a failed
-   * push rolls its claim back, possibly to no last push at all), or an
-   * owed push covers the token */
-  if (!is_gone (state, token) && get_last (state, token) <= previous
-      && !mark_live (state, owed_name, NULL))
+  if (mark_empty (&h->m))
     {
-      ok = set_last (state, token, now, error);
-      if (ok)
-        {
-          slot->previous = previous;
-          slot->claimed = now;
-          *owed = TRUE;
-        }
+      (void) unlinkat (state->dirfd, mark, 0);
+      return TRUE;
     }
-  /* From here on, a new message inside the window must schedule a new
-   * trailing push: this one may already be on the wire. */
-  unlink_if_ours (state, pending, pending_fd);
-  unlock_token (lock);
-  return ok;
-}
-
-/* An owed mark: "first tries next pid". */
-gboolean
-dcp_state_owed_read (int fd, DcpOwed *owed, GError **error)
-{
-  gchar buf[128] = { 0 };
-  gint64 tries = 0;
-
-  *owed = (DcpOwed){ -1, 0, -1, -1 };
-  if (pread (fd, buf, sizeof buf - 1, 0) <= 0
-      || sscanf (buf,
-                 "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT " %" G_GINT64_FORMAT,
-                 &owed->first, &tries, &owed->next, &owed->pid)
-             < 2
-      || tries < 0 || tries > G_MAXUINT)
+  if (h->mark < 0)
     {
-      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_STATE, "unreadable owed mark");
-      return FALSE;
+      h->mark = open_file (state, mark, O_RDWR | O_CREAT, error);
+      if (h->mark < 0)
+        return FALSE;
     }
-  owed->tries = (guint) tries;
-  return TRUE;
-}
-
-gboolean
-dcp_state_owed_write (int fd, const DcpOwed *owed, GError **error)
-{
-  g_autofree gchar *content
-      = g_strdup_printf ("%" G_GINT64_FORMAT " %u %" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n",
-                         owed->first, owed->tries, owed->next, owed->pid);
-  gsize len = strlen (content);
-
-  if (pwrite (fd, content, len, 0) != (gssize) len || ftruncate (fd, len) < 0)
+  /* in place, so an owner's flock() stays on the file others open */
+  content = format_mark (h, token);
+  len = strlen (content);
+  if (pwrite (h->mark, content, len, 0) != (gssize) len || ftruncate (h->mark, len) < 0)
     {
       int saved = errno ? errno : ENOSPC;
-      return set_errno_error (error, saved, "cannot write", "the owed mark");
+      return set_errno_error (error, saved, "cannot write", mark);
     }
   return TRUE;
 }
 
-static int
-new_owed_mark (DcpState *state, const gchar *name, const DcpOwed *owed, GError **error)
+int
+dcp_state_own (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error)
 {
+  g_autofree gchar *mark = token_file (token, ".due");
   int fd;
 
-  (void) unlinkat (state->dirfd, name, 0);
-  fd = open_file (state, name, O_RDWR | O_CREAT | O_EXCL, error);
+  g_return_val_if_fail (h->lock >= 0, -1);
+  if (!dcp_state_store (state, token, h, error))
+    return -1;
+  fd = open_file (state, mark, O_RDWR, error);
   if (fd < 0)
     return -1;
   if (flock (fd, LOCK_EX | LOCK_NB) < 0)
     {
       int saved = errno;
-      set_errno_error (error, saved, "cannot lock", name);
+      close (fd);
+      set_errno_error (error, saved, "cannot lock", mark);
+      return -1;
     }
-  else if (dcp_state_owed_write (fd, owed, error))
-    return fd;
-  close (fd);
-  (void) unlinkat (state->dirfd, name, 0);
-  return -1;
-}
-
-gboolean
-dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd, GError **error)
-{
-  g_autofree gchar *name = token_file (token, ".owed");
-  gboolean ok = TRUE;
-  int lock;
-
-  *fd = -1;
-  lock = lock_token (state, token, error);
-  if (lock < 0)
-    return FALSE;
-  /* a live mark covers the token: *fd stays -1 */
-  if (!mark_live (state, name, NULL))
-    {
-      *fd = new_owed_mark (state, name, owed, error);
-      ok = *fd >= 0;
-    }
-  unlock_token (lock);
-  return ok;
-}
-
-/* Claim one try of an owed push, as dcp_state_claim() claims a push:
- * inside the window that starts now, new messages get a trailing push. */
-gboolean
-dcp_state_owed_try (DcpState *state, const gchar *token, gint64 now, DcpSlot *slot, GError **error)
-{
-  gboolean ok = TRUE;
-  int lock;
-
-  slot_init (slot, DCP_SLOT_PUSH);
-  lock = lock_token (state, token, error);
-  if (lock < 0)
-    return FALSE;
-  if (is_gone (state, token))
-    slot->kind = DCP_SLOT_GONE;
-  else
-    {
-      slot->previous = get_last (state, token);
-      ok = set_last (state, token, now, error);
-      slot->claimed = ok ? now : -1;
-    }
-  unlock_token (lock);
-  return ok;
+  return fd;
 }
 
 void
-dcp_state_owed_end (DcpState *state, const gchar *token, int fd)
+dcp_state_release (DcpTokenHold *h)
 {
-  g_autofree gchar *name = token_file (token, ".owed");
-  int lock = lock_token (state, token, NULL);
+  if (h->mark >= 0)
+    close (h->mark);
+  h->mark = -1;
+  unlock_token (h->lock);
+  h->lock = -1;
+}
 
-  unlink_if_ours (state, name, fd);
-  unlock_token (lock);
-  close (fd);
+gboolean
+dcp_state_record (DcpState *state, const gchar *token, gint64 now, const gchar *result,
+                  GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".result");
+  g_autofree gchar *content = g_strdup_printf ("%s\n", result);
+
+  return touch_file (state, name, now, content, error);
+}
+
+/* The owner's mark, re-made when the cache was removed under it: FALSE
+ * when a newer mark has a live owner of its own (it was poked). */
+gboolean
+dcp_state_mark_missing (int fd)
+{
+  struct stat st;
+  return fstat (fd, &st) < 0 || st.st_nlink == 0;
+}
+
+/* The state directory's entries, from the start (NULL: none to be had). */
+static DIR *
+open_listing (DcpState *state)
+{
+  int fd = dup (state->dirfd);
+  DIR *dir = fd >= 0 ? fdopendir (fd) : NULL;
+
+  if (dir == NULL && fd >= 0)
+    close (fd);
+  if (dir != NULL)
+    rewinddir (dir);
+  return dir;
+}
+
+/* The tokens of every mark in the cache. */
+GPtrArray *
+dcp_state_marked_tokens (DcpState *state)
+{
+  GPtrArray *tokens = g_ptr_array_new_with_free_func (g_free);
+  DIR *dir = open_listing (state);
+  struct dirent *e;
+
+  if (dir == NULL)
+    return tokens;
+  while ((e = readdir (dir)) != NULL)
+    {
+      g_autofree gchar *token = NULL;
+      g_autofree gchar *expected = NULL;
+      DcpTokenHold h;
+      int mfd;
+
+      if (!g_str_has_suffix (e->d_name, ".due"))
+        continue;
+      mfd = dcp_file_open (state->dirfd, e->d_name, O_RDONLY, DCP_FILE_NOFOLLOW, NULL, NULL);
+      if (mfd < 0)
+        continue;
+      if (read_mark_fd (mfd, &h, &token) && token != NULL
+          && dcp_token_validate (token, strlen (token), NULL)
+          && g_str_equal ((expected = token_file (token, ".due")), e->d_name))
+        g_ptr_array_add (tokens, g_steal_pointer (&token));
+      close (mfd);
+    }
+  closedir (dir);
+  return tokens;
+}
+
+static gboolean
+dcp_state_set_gone_locked (DcpState *state, const gchar *token, gboolean gone, gint64 now,
+                           GError **error)
+{
+  g_autofree gchar *name = token_file (token, ".gone");
+
+  if (gone)
+    return touch_file (state, name, MAX (now, 0), "410\n", error);
+  if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
+    {
+      int saved = errno;
+      return set_errno_error (error, saved, "cannot remove", name);
+    }
+  return TRUE;
 }
 
 gboolean
 dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now, GError **error)
 {
-  g_autofree gchar *name = token_file (token, ".gone");
   gboolean ok;
   int lock = lock_token (state, token, error);
 
   if (lock < 0)
     return FALSE;
-  if (gone)
-    ok = touch_file (state, name, now, "410\n", error);
-  else if (unlinkat (state->dirfd, name, 0) < 0 && errno != ENOENT)
-    {
-      int saved = errno;
-      ok = set_errno_error (error, saved, "cannot remove", name);
-    }
-  else
-    ok = TRUE;
+  ok = dcp_state_set_gone_locked (state, token, gone, now, error);
   unlock_token (lock);
   return ok;
 }
 
 void
-dcp_token_status_clear (DcpTokenStatus *status)
-{
-  g_clear_pointer (&status->result, g_free);
-}
-
-void
-dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status)
+dcp_state_result (DcpState *state, const gchar *token, gint64 *when, gchar **result)
 {
   g_autofree gchar *rname = token_file (token, ".result");
-  g_autofree gchar *pname = token_file (token, ".pending");
-  g_autofree gchar *gname = token_file (token, ".gone");
-  g_autofree gchar *oname = token_file (token, ".owed");
-  gchar *result;
-  int fd;
+  gchar *text;
 
-  status->last = get_last (state, token);
-  status->result_time = stat_mtime (state, rname);
-  result = dcp_file_read (state->dirfd, rname, DCP_FILE_NOFOLLOW, NULL, NULL, NULL);
-  status->result = result != NULL && *g_strstrip (result) != '\0' ? result : NULL;
-  if (status->result == NULL)
-    g_free (result);
-  status->pending = stat_mtime (state, pname) >= 0;
-  status->pending_live = status->pending && mark_live (state, pname, &status->due);
-  if (!status->pending)
-    status->due = -1;
-  status->gone = stat_mtime (state, gname);
-  status->owed_live = mark_live (state, oname, NULL);
-  fd = dcp_file_open (state->dirfd, oname, O_RDONLY, DCP_FILE_NOFOLLOW, NULL, NULL);
-  status->owed = fd >= 0;
-  status->owed_mark = (DcpOwed){ -1, 0, -1, -1 };
-  if (fd >= 0)
-    {
-      (void) dcp_state_owed_read (fd, &status->owed_mark, NULL);
-      close (fd);
-    }
+  *when = stat_mtime (state, rname);
+  text = dcp_file_read (state->dirfd, rname, DCP_FILE_NOFOLLOW, NULL, NULL, NULL);
+  *result = text != NULL && *g_strstrip (text) != '\0' ? text : NULL;
+  if (*result == NULL)
+    g_free (text);
+}
+
+gint64
+dcp_state_gone_since (DcpState *state, const gchar *token)
+{
+  g_autofree gchar *name = token_file (token, ".gone");
+  return stat_mtime (state, name);
 }
 
 /* Replace name whole (a temporary file renamed over it), so a reader
@@ -840,17 +734,11 @@ GPtrArray *
 dcp_state_devices (DcpState *state, gint64 now, gint64 max_age, gboolean expire)
 {
   GPtrArray *devices = g_ptr_array_new_with_free_func ((GDestroyNotify) dcp_device_free);
-  int fd = dup (state->dirfd);
-  DIR *dir = fd >= 0 ? fdopendir (fd) : NULL;
+  DIR *dir = open_listing (state);
   struct dirent *e;
 
   if (dir == NULL)
-    {
-      if (fd >= 0)
-        close (fd);
-      return devices;
-    }
-  rewinddir (dir);
+    return devices;
   while ((e = readdir (dir)) != NULL)
     {
       DcpDevice *d;

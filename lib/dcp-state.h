@@ -1,77 +1,44 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Per-token state on disk: the rate limit, the trailing push, the gone
+/* Per-token state on disk: the state machine's (dcp-machine.h), the gone
  * mark, and per-message retry records.
  *
  * Everything lives in one directory (0700, files 0600), opened once without
  * following symlinks; every file is named after a hash of the token or of
  * the message, never after the token itself.  Per token:
- *   <hash>.last     mtime = start of the last successful (or in-flight) push
+ *   <hash>.full     mtime = when the token's bucket will be full again
+ *   <hash>.last     mtime = start of the last push
  *   <hash>.lock     flock()ed while a run reads or changes the token's state
- *   <hash>.pending  a scheduled trailing push; flock()ed by its process for
- *                   as long as it lives, so a dead one is seen as stale
- *   <hash>.owed     an owed push: one that failed and is retried by a detached
- *                   process, which holds it flock()ed like a pending mark;
- *                   "first tries next pid" (see DcpOwed)
+ *   <hash>.due      the rest of the machine's state and the token itself
+ *                   (to push it after a reboot), while anything is wanted,
+ *                   owed or in flight; flock()ed by the detached process
+ *                   that owns the token's next push for as long as it
+ *                   lives, so a dead one (kill -9, a reboot) is seen
  *   <hash>.gone     the proxy answered 410 Gone
  *   <hash>.result   time and text of the last attempt, for --status
  *   <hash>.device   a remembered device token (read from Dovecot's metadata):
  *                   the token and where it came from; mtime = last seen.
- *                   It holds the token itself, which must be kept to push
- *                   it later: the file is 0600 like the rest.
- * Times are microseconds since the Epoch and always passed in, so tests can
- * drive a clock of their own. */
+ * The .due and .device files hold tokens, which must be kept to push them
+ * later: they are 0600 like the rest.  Times are microseconds since the
+ * Epoch and always passed in, so tests can drive a clock of their own. */
 #pragma once
 
 #include <glib.h>
 
+#include "dcp-machine.h"
 #include "dcp-plan.h"
 
 G_BEGIN_DECLS
 
 typedef struct _DcpState DcpState;
 
-/* An owed push, as its mark holds it. */
+/* A token's state, read under its lock (dcp_state_hold) or not (peek). */
 typedef struct {
-  gint64 first; /* the first failed try, µs since the Epoch */
-  guint tries;  /* failed tries so far, the first one included */
-  gint64 next;  /* when the next try is due, or -1 */
-  gint64 pid;   /* the process that owns it, or -1 */
-} DcpOwed;
-
-typedef struct {
-  DcpSlotKind kind;
-  gint64 previous; /* last push before the claim, or -1 */
-  gint64 claimed;  /* the time written by the claim, or -1 when none was */
-  gint64 due;      /* TRAILING: when the trailing push is due */
-  int pending_fd;  /* TRAILING: the locked pending mark, or -1 */
-  int owed_fd;     /* PUSH: a stale owed mark taken over (locked), or -1 */
-  DcpOwed owed;    /* ... and what it held */
-} DcpSlot;
-
-/* a slot that pushes without any state: no claim, no pending mark */
-#define DCP_SLOT_INIT                                                                              \
-  {                                                                                                \
-    .kind = DCP_SLOT_PUSH, .previous = -1, .claimed = -1, .due = -1, .pending_fd = -1,             \
-    .owed_fd = -1,                                                                                 \
-    .owed                                                                                          \
-        = { -1,                                                                                    \
-            0,                                                                                     \
-            -1,                                                                                    \
-            -1 }                                                                                   \
-  }
-
-typedef struct {
-  gint64 last;           /* last successful push, or -1 */
-  gint64 result_time;    /* time of the last attempt, or -1 */
-  gchar *result;         /* its outcome ("200 ok", "410 gone", "error: ..."), or NULL */
-  gboolean pending;      /* a pending mark exists */
-  gboolean pending_live; /* ... and its process is alive */
-  gint64 due;            /* when the pending push is due, or -1 */
-  gint64 gone;           /* when the token was marked gone, or -1 */
-  gboolean owed;         /* an owed mark exists */
-  gboolean owed_live;    /* ... and its process is alive */
-  DcpOwed owed_mark;     /* ... and what it holds */
-} DcpTokenStatus;
+  int lock;            /* the token's lock, or -1 */
+  int mark;            /* its .due file, or -1 */
+  gboolean owner_live; /* the mark is flock()ed: its owner lives */
+  gint64 pid;          /* the owner's pid, as the mark says, or -1 */
+  DcpMachine m;
+} DcpTokenHold;
 
 typedef struct {
   guint failures;  /* failed runs so far */
@@ -84,29 +51,23 @@ const gchar *dcp_state_get_path (DcpState *state);
 void dcp_state_free (DcpState *state);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpState, dcp_state_free)
 
-gboolean dcp_state_claim (DcpState *state, const gchar *token, gint64 now, gint64 window,
-                          gboolean trailing, DcpSlot *slot, GError **error);
-void dcp_state_peek (DcpState *state, const gchar *token, gint64 now, gint64 window,
-                     gboolean trailing, DcpSlot *slot);
-gboolean dcp_state_finish (DcpState *state, const gchar *token, const DcpSlot *slot,
-                           gboolean pushed, gint64 now, const gchar *result, GError **error);
-gboolean dcp_state_trailing_begin (DcpState *state, const gchar *token, int pending_fd, gint64 now,
-                                   DcpSlot *slot, gboolean *owed, GError **error);
-/* Owed pushes.  dcp_state_owe() makes a fresh mark (locked, in *fd)
- * unless a live one covers the token; the owner keeps it current with
- * dcp_state_owed_write(), claims each try with dcp_state_owed_try() (then
- * dcp_state_finish()) and removes it with dcp_state_owed_end(). */
-gboolean dcp_state_owe (DcpState *state, const gchar *token, const DcpOwed *owed, int *fd,
-                        GError **error);
-gboolean dcp_state_owed_read (int fd, DcpOwed *owed, GError **error);
-gboolean dcp_state_owed_write (int fd, const DcpOwed *owed, GError **error);
-gboolean dcp_state_owed_try (DcpState *state, const gchar *token, gint64 now, DcpSlot *slot,
-                             GError **error);
-void dcp_state_owed_end (DcpState *state, const gchar *token, int fd);
+/* Lock the token and read its state; dcp_state_store() writes h->m back
+ * (and h->pid), dcp_state_release() unlocks.  dcp_state_own() stores and
+ * returns the mark flock()ed, for a new owner to inherit. */
+gboolean dcp_state_hold (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error);
+void dcp_state_peek (DcpState *state, const gchar *token, DcpTokenHold *h);
+gboolean dcp_state_store (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error);
+int dcp_state_own (DcpState *state, const gchar *token, DcpTokenHold *h, GError **error);
+void dcp_state_release (DcpTokenHold *h);
+gboolean dcp_state_mark_missing (int fd);
+GPtrArray *dcp_state_marked_tokens (DcpState *state);
+
+gboolean dcp_state_record (DcpState *state, const gchar *token, gint64 now, const gchar *result,
+                           GError **error);
+void dcp_state_result (DcpState *state, const gchar *token, gint64 *when, gchar **result);
+gint64 dcp_state_gone_since (DcpState *state, const gchar *token);
 gboolean dcp_state_set_gone (DcpState *state, const gchar *token, gboolean gone, gint64 now,
                              GError **error);
-void dcp_state_get_status (DcpState *state, const gchar *token, DcpTokenStatus *status);
-void dcp_token_status_clear (DcpTokenStatus *status);
 
 /* Remembered device tokens: forgotten on 410 and when not seen for a while. */
 #define DCP_STATE_DEVICES_MAX 64

@@ -10,6 +10,9 @@
 #include "dcp-log.h"
 #include "dcp-token.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
 
 void
@@ -22,8 +25,10 @@ dcp_run_clear (DcpRun *r)
 
 /* libcurl is loaded on first use only: runs that send nothing never pay
  * for it. */
-static DcpHttp *
-get_http (DcpRun *r, GError **error)
+/* libcurl is loaded on first use only: runs that send nothing never pay
+ * for it. */
+DcpHttp *
+dcp_run_http (DcpRun *r, GError **error)
 {
   if (r->http == NULL && !r->http_failed)
     {
@@ -34,6 +39,69 @@ get_http (DcpRun *r, GError **error)
   if (r->http == NULL)
     g_set_error_literal (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl is unavailable");
   return r->http;
+}
+
+void
+dcp_run_machine_config (DcpRun *r, DcpMachineConfig *c)
+{
+  c->window = r->s->window * G_USEC_PER_SEC;
+  c->burst = (guint) MAX (r->s->burst, 1);
+  /* a push's pusher gives up on it within its budget, plus a margin for
+   * recording the answer */
+  c->flight_max = (r->s->timeout + 2) * G_USEC_PER_SEC;
+  c->trailing = r->s->trailing;
+  c->schedule = &r->s->schedule;
+}
+
+/* Lock the token, notice a dead owner, feed the event, store the state
+ * (unless only looking), and for a new owner lock its mark. */
+gboolean
+dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpStep *step,
+              GError **error)
+{
+  DcpMachineConfig c;
+  DcpTokenHold h;
+  gboolean ok = TRUE;
+
+  dcp_run_machine_config (r, &c);
+  step->own_fd = -1;
+  step->pid = -1;
+  step->dead = FALSE;
+  if (store ? !dcp_state_hold (r->state, token, &h, error)
+            : (dcp_state_peek (r->state, token, &h), FALSE))
+    return FALSE;
+  if (h.m.owned && !h.owner_live)
+    {
+      DcpEvent dead = { DCP_EVENT_DEAD, e->now, FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpActions ignored;
+      dcp_machine_step (&c, &h.m, &dead, &ignored);
+      step->dead = TRUE;
+      h.pid = -1;
+    }
+  dcp_machine_step (&c, &h.m, e, &step->a);
+  step->m = h.m;
+  step->pid = h.owner_live ? h.pid : -1;
+  if (store)
+    {
+      if (step->a.detach_at >= 0)
+        {
+          h.pid = -1; /* the new owner writes its own */
+          step->own_fd = dcp_state_own (r->state, token, &h, error);
+          ok = step->own_fd >= 0;
+        }
+      else
+        ok = dcp_state_store (r->state, token, &h, error);
+      dcp_state_release (&h);
+    }
+  return ok;
+}
+
+/* The owner handles SIGUSR1 before it writes its pid in the mark. */
+void
+dcp_run_poke (DcpStep *step)
+{
+  if (step->a.poke && step->pid > 1 && step->pid <= G_MAXINT32 && step->pid != getpid ())
+    (void) kill ((pid_t) step->pid, SIGUSR1);
 }
 
 void
@@ -69,8 +137,8 @@ dcp_format_time (gint64 us)
   return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
 }
 
-static gchar *
-outcome_text (DcpHttpOutcome out, const GError *error)
+gchar *
+dcp_outcome_text (DcpHttpOutcome out, const GError *error)
 {
   if (out == DCP_HTTP_OK)
     return g_strdup ("200 ok");
@@ -79,40 +147,11 @@ outcome_text (DcpHttpOutcome out, const GError *error)
   return g_strdup_printf ("error: %s", error ? error->message : "failed");
 }
 
-static void
-record (DcpRun *r, const gchar *token, const DcpSlot *slot, DcpHttpOutcome out, gint64 now,
-        const gchar *text)
+void
+dcp_run_log_outcome (const gchar *token, DcpHttpOutcome out, const gchar *text)
 {
   g_autofree gchar *shown = dcp_token_display (token);
-  g_autoptr (GError) error = NULL;
 
-  if (!dcp_state_finish (r->state, token, slot, out == DCP_HTTP_OK, now, text, &error))
-    dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, error->message);
-  g_clear_error (&error);
-  if (out == DCP_HTTP_GONE
-      && (!dcp_state_set_gone (r->state, token, TRUE, now, &error)
-          || !dcp_state_device_forget (r->state, token, &error)))
-    dcp_log (LOG_WARNING, "%s: cannot mark the token gone: %s", shown, error->message);
-}
-
-/* Send one token within the run's budget (at most max_attempts tries, 0:
- * as many as it allows), record the result and log it. */
-DcpHttpOutcome
-dcp_run_push (DcpRun *r, const gchar *token, const DcpSlot *slot, guint max_attempts,
-              gchar **text_out)
-{
-  g_autofree gchar *shown = dcp_token_display (token);
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *text = NULL;
-  DcpHttpOutcome out = DCP_HTTP_FAILED;
-  DcpHttp *http = get_http (r, &error);
-
-  if (http != NULL)
-    out = dcp_http_notify (http, token, r->deadline, max_attempts, NULL, &error);
-  text = outcome_text (out, error);
-  /* slot NULL: the token's state could not be had; don't wait for it twice */
-  if (r->state != NULL && slot != NULL)
-    record (r, token, slot, out, g_get_real_time (), text);
   if (out == DCP_HTTP_OK)
     dcp_log (LOG_INFO, "%s: notified", shown);
   else if (out == DCP_HTTP_GONE)
@@ -122,6 +161,41 @@ dcp_run_push (DcpRun *r, const gchar *token, const DcpSlot *slot, guint max_atte
              shown);
   else
     dcp_log (LOG_WARNING, "%s: notification failed: %s", shown, text);
+}
+
+/* The result for --status; a 410 also forgets the device. */
+void
+dcp_run_record (DcpRun *r, const gchar *token, DcpHttpOutcome out, const gchar *text)
+{
+  g_autofree gchar *shown = NULL;
+  g_autoptr (GError) error = NULL;
+  gint64 now = g_get_real_time ();
+
+  if (r->state == NULL)
+    return;
+  shown = dcp_token_display (token);
+  if (!dcp_state_record (r->state, token, now, text, &error))
+    dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, error->message);
+  g_clear_error (&error);
+  if (out == DCP_HTTP_GONE && !dcp_state_device_forget (r->state, token, &error))
+    dcp_log (LOG_WARNING, "%s: cannot forget the device: %s", shown, error->message);
+}
+
+/* Send one token within the run's budget (at most max_attempts tries, 0:
+ * as many as it allows), record the result and log it. */
+DcpHttpOutcome
+dcp_run_post (DcpRun *r, const gchar *token, guint max_attempts, gchar **text_out)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = NULL;
+  DcpHttpOutcome out = DCP_HTTP_FAILED;
+  DcpHttp *http = dcp_run_http (r, &error);
+
+  if (http != NULL)
+    out = dcp_http_notify (http, token, r->deadline, max_attempts, NULL, &error);
+  text = dcp_outcome_text (out, error);
+  dcp_run_record (r, token, out, text);
+  dcp_run_log_outcome (token, out, text);
   if (text_out != NULL)
     *text_out = g_steal_pointer (&text);
   return out;

@@ -1,18 +1,27 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The run: read, decide, plan per token, push, settle.
+/* The run: read, decide, feed each token's state machine, push, settle.
  *
- * Order matters.  stdin is read (and a pipe drained) before any network
- * work, so callers that watch the pipe never see it stall.  What to do per
- * token and what an answer means are decided in lib/ (dcp-plan.h); here
- * they are carried out.  With --retry=background a failed push is owed to
- * a detached process (dcp-sender.c) and the run exits 0; with
- * --retry=caller it exits 75, capped per message, since getmail and
- * fetchmail retry forever without back-off. */
+ * Order matters.  stdin is read (and a pipe drained) before anything
+ * other runs act on changes, so a slow writer killed mid-stream has
+ * claimed nothing; the time it finished reading is the message's time.
+ * What to do per token and what an answer means are decided in lib/
+ * (dcp-machine.h); here they are carried out.  All of a run's POSTs go
+ * out at once, so the run ends within --timeout whatever the number of
+ * tokens; what is not answered by then, or when SIGTERM ends the run, is
+ * owed.  With --retry=background a failed push is owed to a detached
+ * process (dcp-sender.c) and the run exits 0; with --retry=caller it
+ * exits 75, capped per message (then owed), since getmail and fetchmail
+ * retry forever without back-off. */
 #include "config.h"
 
 #include "dcp-run.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "dcp-decision.h"
@@ -20,6 +29,7 @@
 #include "dcp-log.h"
 #include "dcp-message.h"
 #include "dcp-metadata.h"
+#include "dcp-machine.h"
 #include "dcp-plan.h"
 #include "dcp-push.h"
 #include "dcp-sender.h"
@@ -149,36 +159,58 @@ load_tokens (DcpRun *r, gboolean write)
 }
 
 static gchar *
-owed_text (const DcpTokenStatus *st)
+owed_text (const DcpTokenHold *h)
 {
   g_autofree gchar *since = NULL, *next = NULL;
 
-  if (!st->owed)
+  if (h->m.owed_first < 0)
     return g_strdup ("no");
-  since = dcp_format_time (st->owed_mark.first);
-  next = dcp_format_time (st->owed_mark.next);
-  return g_strdup_printf ("%s%s next-try=%s tries=%u", st->owed_live ? "" : "stale,", since,
-                          st->owed_live ? next : "none", st->owed_mark.tries);
+  since = dcp_format_time (h->m.owed_first);
+  next = h->m.due >= 0 ? dcp_format_time (h->m.due) : g_strdup ("now");
+  return g_strdup_printf ("%s%s next-try=%s tries=%u", h->owner_live ? "" : "stale,", since,
+                          h->owner_live ? next : "none", h->m.tries);
+}
+
+static gchar *
+pending_text (const DcpTokenHold *h)
+{
+  if (!h->m.owned || h->m.owed_first >= 0)
+    return g_strdup (h->m.owned && !h->owner_live ? "stale" : "none");
+  if (!h->owner_live)
+    return g_strdup ("stale");
+  return h->m.due >= 0 ? dcp_format_time (h->m.due) : g_strdup ("now");
 }
 
 static void
 print_status (DcpRun *r, const gchar *token, const gchar *extra)
 {
   g_autofree gchar *shown = dcp_token_display (token);
-  DcpTokenStatus st = { .last = -1, .result_time = -1, .due = -1, .gone = -1 };
-  g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL;
+  g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL, *next = NULL;
+  g_autofree gchar *result = NULL;
+  DcpTokenHold h = { .lock = -1, .mark = -1, .pid = -1, .m = DCP_MACHINE_INIT };
+  DcpMachineConfig c;
+  gint64 when = -1, now = g_get_real_time (), at;
+  gint64 gone_since = -1;
+  guint available;
 
+  dcp_run_machine_config (r, &c);
   if (r->state != NULL)
-    dcp_state_get_status (r->state, token, &st);
-  last = dcp_format_time (st.last);
-  pending = !st.pending       ? g_strdup ("none")
-            : st.pending_live ? dcp_format_time (st.due)
-                              : g_strdup ("stale");
-  gone = st.gone >= 0 ? dcp_format_time (st.gone) : g_strdup ("no");
-  owed = owed_text (&st);
-  printf ("%s last-push=%s result=\"%s\" pending=%s gone=%s owed=%s%s\n", shown, last,
-          st.result ? st.result : "none", pending, gone, owed, extra);
-  dcp_token_status_clear (&st);
+    {
+      dcp_state_peek (r->state, token, &h);
+      dcp_state_result (r->state, token, &when, &result);
+      gone_since = dcp_state_gone_since (r->state, token);
+    }
+  last = dcp_format_time (h.m.last);
+  pending = pending_text (&h);
+  gone = gone_since >= 0 ? dcp_format_time (gone_since) : g_strdup ("no");
+  owed = owed_text (&h);
+  available = dcp_machine_bucket (&c, &h.m, now);
+  at = dcp_machine_available_at (&c, &h.m, now);
+  next = at <= now ? g_strdup ("now") : dcp_format_time (at);
+  printf ("%s last-push=%s available=%u/%u next-push=%s result=\"%s\" pending=%s gone=%s "
+          "owed=%s%s\n",
+          shown, last, available, c.burst, next, result ? result : "none", pending, gone, owed,
+          extra);
 }
 
 static DcpStatus
@@ -215,8 +247,7 @@ run_ping (DcpRun *r)
       const gchar *token = g_ptr_array_index (r->tokens, i);
       g_autofree gchar *shown = dcp_token_display (token);
       g_autofree gchar *text = NULL;
-      DcpSlot slot = DCP_SLOT_INIT;
-      gboolean ok = dcp_run_push (r, token, &slot, 1, &text) == DCP_HTTP_OK;
+      gboolean ok = dcp_run_post (r, token, 1, &text) == DCP_HTTP_OK;
 
       if (ok && r->state != NULL)
         (void) dcp_state_set_gone (r->state, token, FALSE, g_get_real_time (), NULL);
@@ -229,6 +260,45 @@ run_ping (DcpRun *r)
   return all_ok ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
 }
 
+/* Every owed or trailing push in the cache whose process is gone (a
+ * reboot): a new owner for each. */
+static DcpStatus
+run_resume (DcpRun *r)
+{
+  g_autoptr (GPtrArray) tokens = NULL;
+  guint resumed = 0;
+
+  dcp_run_open_state (r, FALSE);
+  if (r->state == NULL)
+    return DCP_STATUS_DONE;
+  tokens = dcp_state_marked_tokens (r->state);
+  for (guint i = 0; i < tokens->len; i++)
+    {
+      const gchar *token = g_ptr_array_index (tokens, i);
+      g_autofree gchar *shown = dcp_token_display (token);
+      g_autoptr (GError) error = NULL;
+      DcpEvent e = { DCP_EVENT_RESUME, g_get_real_time (), FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpStep step;
+
+      if (!dcp_run_step (r, token, &e, TRUE, &step, &error))
+        {
+          dcp_log (LOG_WARNING, "%s: cannot resume: %s", shown, error->message);
+          continue;
+        }
+      if (step.a.given_up)
+        dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries: its schedule ended",
+                 shown, step.a.tries);
+      if (step.a.detach_at < 0)
+        continue;
+      dcp_sender_start (r, token, &step);
+      printf ("resumed %s\n", shown);
+      fflush (stdout);
+      resumed++;
+    }
+  dcp_log (LOG_INFO, "%u detached pushes resumed", resumed);
+  return fflush (stdout) == 0 ? DCP_STATUS_DONE : DCP_STATUS_TRANSIENT;
+}
+
 static gboolean
 retry_done_contains (const DcpRetry *retry, const gchar *hash)
 {
@@ -238,50 +308,18 @@ retry_done_contains (const DcpRetry *retry, const gchar *hash)
   return FALSE;
 }
 
-/* --retry=caller, after a transient failure: count it against the
- * message, and give up once the cap is reached so the caller stops
- * retrying. */
-static DcpStatus
-note_failure (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
-{
-  g_autoptr (GError) error = NULL;
-
-  if (r->s->best_effort)
-    {
-      dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
-      dcp_state_retry_clear (r->state, msg->key);
-      return DCP_STATUS_DONE;
-    }
-  retry->failures++;
-  if (retry->first < 0)
-    retry->first = now_s;
-  if (dcp_retry_cap_reached (retry->failures, retry->first, now_s))
-    {
-      dcp_log (LOG_WARNING,
-               "giving up on message %s after %u failed tries over %" G_GINT64_FORMAT " s",
-               msg->message_id ? msg->message_id : msg->key, retry->failures, now_s - retry->first);
-      dcp_state_retry_clear (r->state, msg->key);
-      return DCP_STATUS_DONE;
-    }
-  if (!dcp_state_retry_save (r->state, msg->key, retry, &error))
-    {
-      dcp_log (LOG_WARNING,
-               "cannot record the failed try (%s), so retries cannot be capped: "
-               "giving up on this message",
-               error->message);
-      return DCP_STATUS_DONE;
-    }
-  return DCP_STATUS_TRANSIENT;
-}
-
 /* What a run does for one token. */
 typedef struct {
   const gchar *token;
   gchar *shown;
   gchar *hash;
-  DcpSlot slot;
-  gboolean stateless; /* its state could not be had: push without it */
+  DcpStep step;
+  gboolean stateless; /* its state could not be had: pushed without it */
   gboolean done;      /* already notified for this message on an earlier try */
+  gboolean push;
+  gint64 started;
+  DcpHttpOutcome outcome;
+  gchar *text;
 } Plan;
 
 static void
@@ -289,127 +327,68 @@ plan_clear (Plan *p)
 {
   g_free (p->shown);
   g_free (p->hash);
-  if (p->slot.pending_fd >= 0)
-    close (p->slot.pending_fd);
-  if (p->slot.owed_fd >= 0)
-    close (p->slot.owed_fd);
-}
-
-/* Decide per token from its state: claim it (or only look, for a dry
- * run).  Without a usable state the token is pushed regardless. */
-static void
-plan_token (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
-{
-  g_autoptr (GError) error = NULL;
-  gint64 window = r->s->window * G_USEC_PER_SEC;
-
-  p->shown = dcp_token_display (p->token);
-  p->hash = dcp_token_hash (p->token);
-  p->slot = (DcpSlot) DCP_SLOT_INIT;
-  p->done = retry_done_contains (retry, p->hash);
-  if (p->done || r->state == NULL)
-    {
-      p->stateless = r->state == NULL;
-      return;
-    }
-  if (dry)
-    {
-      dcp_state_peek (r->state, p->token, now, window, r->s->trailing, &p->slot);
-      return;
-    }
-  if (!dcp_state_claim (r->state, p->token, now, window, r->s->trailing, &p->slot, &error))
-    {
-      dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
-               error->message);
-      p->slot = (DcpSlot) DCP_SLOT_INIT;
-      p->stateless = TRUE;
-    }
+  g_free (p->text);
+  if (p->step.own_fd >= 0)
+    close (p->step.own_fd);
 }
 
 static const gchar *
-settled_text (DcpSlotKind kind)
+why_text (DcpWhy why)
 {
-  switch (kind)
+  switch (why)
     {
-    case DCP_SLOT_GONE:
+    case DCP_WHY_GONE:
       return "token is marked gone (410); replace it, then run --ping";
-    case DCP_SLOT_LIMITED:
+    case DCP_WHY_LIMITED:
       return "rate-limited";
-    case DCP_SLOT_COVERED:
-      return "rate-limited, a trailing push is already pending";
-    case DCP_SLOT_OWED:
+    case DCP_WHY_COVERED:
+      return "rate-limited, the trailing push already scheduled covers this message";
+    case DCP_WHY_OWED:
       return "a push is owed and covers this message";
     default:
       return NULL;
     }
 }
 
-/* Everything but a push: log it, start a trailing push.  Returns TRUE
- * when the token is still to be pushed now. */
-static gboolean
-settle_token (DcpRun *r, Plan *p)
+/* The message is read: feed it to the token's machine (or, dry, to a
+ * copy of it). */
+static void
+read_token_message (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
 {
   g_autoptr (GError) error = NULL;
-  const gchar *text = settled_text (p->slot.kind);
+  DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
+  const gchar *text;
 
+  p->shown = dcp_token_display (p->token);
+  p->hash = dcp_token_hash (p->token);
+  p->step.own_fd = -1;
+  p->step.a.why = DCP_WHY_PUSH;
+  p->done = retry_done_contains (retry, p->hash);
   if (p->done)
+    return;
+  if (r->state == NULL)
     {
-      dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
-      return FALSE;
+      p->stateless = p->push = TRUE;
+      return;
     }
+  if (!dcp_run_step (r, p->token, &e, !dry, &p->step, &error))
+    {
+      dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
+               error->message);
+      p->step.a = (DcpActions){ .why = DCP_WHY_PUSH, .detach_at = -1, .wait_until = -1 };
+      p->stateless = TRUE;
+    }
+  p->push = p->step.a.push || p->stateless;
+  p->started = now;
+  if (dry)
+    return;
+  if (p->step.dead)
+    dcp_log (LOG_INFO, "%s: the detached push's process is gone; taken over", p->shown);
+  text = why_text (p->step.a.why);
   if (text != NULL)
-    {
-      dcp_log (p->slot.kind == DCP_SLOT_GONE ? LOG_WARNING : LOG_INFO, "%s: %s", p->shown, text);
-      if (p->slot.kind == DCP_SLOT_OWED)
-        dcp_sender_poke_owed (r, p->token);
-      return FALSE;
-    }
-  if (p->slot.kind != DCP_SLOT_TRAILING)
-    return TRUE;
-  if (dcp_sender_start_trailing (r, p->token, &p->slot, &error))
-    {
-      dcp_log (LOG_INFO, "%s: rate-limited, trailing push scheduled", p->shown);
-      return FALSE;
-    }
-  dcp_log (LOG_WARNING, "%s: %s; pushing now instead", p->shown, error->message);
-  close (p->slot.pending_fd);
-  p->slot = (DcpSlot) DCP_SLOT_INIT;
-  p->stateless = TRUE;
-  return TRUE;
-}
-
-/* Push one token and carry out what the answer means.  Returns TRUE when
- * the caller is to be asked for a retry (--retry=caller). */
-static gboolean
-push_planned (DcpRun *r, Plan *p, DcpRetry *retry, gchar **failure)
-{
-  g_autofree gchar *text = NULL;
-  guint attempts = r->s->retry == DCP_RETRY_CALLER ? 0 : 1;
-  DcpHttpOutcome out = dcp_run_push (r, p->token, p->stateless ? NULL : &p->slot, attempts, &text);
-
-  switch (dcp_plan_after (out, r->s->retry, r->state != NULL))
-    {
-    case DCP_AFTER_OWE:
-      dcp_sender_owe (r, p->token, &p->slot, g_get_real_time ());
-      return FALSE;
-    case DCP_AFTER_DROP:
-      dcp_log (LOG_WARNING,
-               "%s: the cache is unusable, so the push can be neither owed nor "
-               "counted: dropped",
-               p->shown);
-      return FALSE;
-    case DCP_AFTER_CALLER:
-      if (*failure == NULL)
-        *failure = g_strdup_printf ("%s %s", p->shown, text);
-      return TRUE;
-    case DCP_AFTER_DONE:
-    case DCP_AFTER_GONE:
-    default:
-      if (p->slot.owed_fd >= 0)
-        dcp_state_owed_end (r->state, p->token, g_steal_fd (&p->slot.owed_fd));
-      g_ptr_array_add (retry->done, g_strdup (p->hash));
-      return FALSE;
-    }
+    dcp_log (p->step.a.why == DCP_WHY_GONE ? LOG_WARNING : LOG_INFO, "%s: %s", p->shown, text);
+  dcp_run_poke (&p->step);
+  dcp_sender_start (r, p->token, &p->step);
 }
 
 static DcpMessage *
@@ -447,40 +426,238 @@ report_only (DcpRun *r, const DcpMessage *msg, DcpVerdict verdict, GArray *plans
       printf ("%s %s\n",
               p == NULL ? dcp_verdict_to_string (verdict)
               : p->done ? "already-notified"
-                        : dcp_slot_kind_to_string (p->slot.kind),
+                        : dcp_why_to_string (p->step.a.why),
               shown);
     }
   return DCP_STATUS_DONE;
 }
 
-static void
-plan_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, gboolean dry)
-{
-  gint64 now = g_get_real_time ();
+/* The POSTs, all at once, in a thread of their own, while this one waits
+ * for them or for the signal that ends the run (then nothing was
+ * answered, as far as we know).  TRUE unless a signal came. */
+typedef struct {
+  DcpHttp *http;
+  DcpHttpRequest *requests;
+  guint n;
+  gint64 deadline;
+  guint attempts;
+  int done;
+} PostJob;
 
-  if (r->state != NULL)
-    (void) dcp_state_retry_load (r->state, msg->key, retry, NULL);
-  g_array_set_size (plans, r->tokens->len);
-  for (guint i = 0; i < r->tokens->len; i++)
+static gpointer
+post_thread (gpointer data)
+{
+  PostJob *job = data;
+
+  dcp_http_notify_all (job->http, job->requests, job->n, job->deadline, job->attempts);
+  (void) !write (job->done, "", 1);
+  return NULL;
+}
+
+static gboolean
+post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
+{
+  g_autoptr (GError) error = NULL;
+  DcpHttp *http = dcp_run_http (r, &error);
+  /* the run's end leaves time to settle what was not answered: a mark
+   * and a detached process per token */
+  gint64 margin
+      = MIN (G_USEC_PER_SEC / 5 + n * (G_USEC_PER_SEC / 80), r->s->timeout * G_USEC_PER_SEC / 2);
+  PostJob *job;
+  int done[2];
+  GThread *thread;
+  struct pollfd fds[2];
+
+  if (http == NULL)
     {
-      Plan *p = &g_array_index (plans, Plan, i);
-      p->token = g_ptr_array_index (r->tokens, i);
-      plan_token (r, p, retry, now, dry);
+      for (guint i = 0; i < n; i++)
+        {
+          requests[i].outcome = DCP_HTTP_FAILED;
+          requests[i].error = g_error_copy (error);
+        }
+      return TRUE;
     }
+  if (pipe2 (done, O_CLOEXEC) < 0)
+    {
+      dcp_http_notify_all (http, requests, n, r->deadline - margin,
+                           r->s->retry == DCP_RETRY_CALLER ? 0 : 1);
+      return TRUE;
+    }
+  /* the thread may outlive an interrupted run: it owns its job */
+  job = g_new0 (PostJob, 1);
+  *job = (PostJob){
+    http, requests, n, r->deadline - margin, r->s->retry == DCP_RETRY_CALLER ? 0 : 1, done[1]
+  };
+  thread = g_thread_new ("post", post_thread, job);
+  fds[0] = (struct pollfd){ done[0], POLLIN, 0 };
+  fds[1] = (struct pollfd){ sigfd, POLLIN, 0 };
+  for (;;)
+    {
+      int k = poll (fds, sigfd >= 0 ? 2 : 1, -1);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0 || (fds[0].revents & POLLIN) || !(fds[1].revents & POLLIN))
+        break;
+      /* ended by a signal */
+      dcp_log (LOG_WARNING, "interrupted by a signal: what is not answered yet is owed");
+      return FALSE;
+    }
+  g_thread_join (thread);
+  close (done[0]);
+  close (done[1]);
+  g_free (job);
+  return TRUE;
+}
+
+/* The signals that end a run are held from the first change to the
+ * state on, so that what it claimed is settled before it exits 75. */
+static int
+hold_signals (void)
+{
+  sigset_t set;
+
+  sigemptyset (&set);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGHUP);
+  if (pthread_sigmask (SIG_BLOCK, &set, NULL) != 0)
+    return -1;
+  return signalfd (-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* --retry=caller, after a transient failure: will the caller retry?
+ * Only until the cap; then, or when the failure cannot be counted, the
+ * push is owed as in background mode. */
+static gboolean
+caller_retries (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
+{
+  g_autoptr (GError) error = NULL;
+  DcpRetry next = *retry;
+
+  if (r->s->retry != DCP_RETRY_CALLER || r->state == NULL)
+    return FALSE;
+  if (r->s->best_effort)
+    {
+      dcp_log (LOG_WARNING, "notification failed; --best-effort: not asking for a retry");
+      return FALSE;
+    }
+  next.failures++;
+  if (next.first < 0)
+    next.first = now_s;
+  if (dcp_retry_cap_reached (next.failures, next.first, now_s))
+    {
+      dcp_log (LOG_WARNING,
+               "message %s failed %u times over %" G_GINT64_FORMAT " s: no more retries "
+               "asked for, the push is owed",
+               msg->message_id ? msg->message_id : msg->key, next.failures, now_s - next.first);
+      dcp_state_retry_clear (r->state, msg->key);
+      return FALSE;
+    }
+  if (!dcp_state_retry_save (r->state, msg->key, &next, &error))
+    {
+      dcp_log (LOG_WARNING,
+               "cannot record the failed try (%s), so retries cannot be capped: "
+               "the push is owed instead",
+               error->message);
+      return FALSE;
+    }
+  retry->failures = next.failures;
+  retry->first = next.first;
+  return TRUE;
+}
+
+/* One token's answer (or none: interrupted) fed to its machine. */
+static void
+settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
+{
+  g_autoptr (GError) error = NULL;
+  DcpEvent e = { DCP_EVENT_ANSWER, g_get_real_time (), FALSE,
+                 p->started,       p->outcome,         caller_retry && !interrupted };
+
+  if (!interrupted)
+    {
+      dcp_run_record (r, p->token, p->outcome, p->text);
+      dcp_run_log_outcome (p->token, p->outcome, p->text);
+    }
+  if (p->stateless)
+    {
+      if (p->outcome == DCP_HTTP_FAILED && r->state == NULL)
+        dcp_log (LOG_WARNING,
+                 "%s: the cache is unusable, so the push can be neither owed nor "
+                 "counted: dropped",
+                 p->shown);
+      return;
+    }
+  if (!dcp_run_step (r, p->token, &e, TRUE, &p->step, &error))
+    {
+      dcp_log (LOG_WARNING, "%s: cannot record the answer: %s", p->shown, error->message);
+      return;
+    }
+  if (p->step.a.given_up)
+    dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries", p->shown,
+             p->step.a.tries);
+  dcp_run_poke (&p->step);
+  dcp_sender_start (r, p->token, &p->step);
 }
 
 static DcpStatus
-push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans)
+push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int sigfd)
 {
   g_autofree gchar *failure = NULL;
-  gboolean transient = FALSE;
+  g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
+  g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
+  gboolean transient = FALSE, answered;
+  int decided = -1; /* will the caller retry (caller mode)? -1: not asked yet */
 
-  dcp_run_start_budget (r);
   for (guint i = 0; i < plans->len; i++)
     {
       Plan *p = &g_array_index (plans, Plan, i);
-      if (settle_token (r, p) && push_planned (r, p, retry, &failure))
-        transient = TRUE;
+      DcpHttpRequest req = { p->token, DCP_HTTP_FAILED, 0, NULL };
+      if (!p->push || p->done)
+        {
+          if (p->done)
+            dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
+          continue;
+        }
+      g_array_append_val (requests, req);
+      g_array_append_val (index, i);
+    }
+  dcp_run_start_budget (r);
+  answered = requests->len == 0
+             || post_all (r, (DcpHttpRequest *) (gpointer) requests->data, requests->len, sigfd);
+  for (guint k = 0; k < requests->len; k++)
+    {
+      Plan *p = &g_array_index (plans, Plan, g_array_index (index, guint, k));
+      DcpHttpRequest *req = &g_array_index (requests, DcpHttpRequest, k);
+      gboolean again = FALSE;
+
+      p->outcome = answered ? req->outcome : DCP_HTTP_FAILED;
+      p->text = answered ? dcp_outcome_text (p->outcome, req->error)
+                         : g_strdup ("error: interrupted by a signal");
+      if (answered)
+        dcp_http_request_clear (req);
+      /* one failed run counts once against the message, whatever the
+       * number of its tokens that failed */
+      if (p->outcome == DCP_HTTP_FAILED && answered && !p->stateless)
+        {
+          if (decided < 0)
+            decided = caller_retries (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC);
+          again = decided;
+        }
+      settle (r, p, again, !answered);
+      if (again)
+        {
+          transient = TRUE;
+          if (failure == NULL)
+            failure = g_strdup_printf ("%s %s", p->shown, p->text);
+        }
+      else if (p->outcome != DCP_HTTP_FAILED)
+        g_ptr_array_add (retry->done, g_strdup (p->hash));
+    }
+  if (!answered)
+    {
+      dcp_log_fatal_line ("interrupted by a signal, exiting 75 for a retry");
+      return DCP_STATUS_INTERRUPTED;
     }
   if (!transient)
     {
@@ -488,8 +665,8 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans)
         dcp_state_retry_clear (r->state, msg->key);
       return DCP_STATUS_DONE;
     }
-  if (note_failure (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC) == DCP_STATUS_DONE)
-    return DCP_STATUS_DONE;
+  if (transient && r->state != NULL)
+    (void) dcp_state_retry_save (r->state, msg->key, retry, NULL);
   dcp_log_fatal_line ("notification failed, will retry: %s", failure);
   return DCP_STATUS_TRANSIENT;
 }
@@ -505,8 +682,17 @@ run_deliver (DcpRun *r, int fd)
       = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
   DcpVerdict verdict = dcp_decide (msg, &policy, g_get_real_time () / G_USEC_PER_SEC);
+  gint64 now;
+  int sigfd = -1;
+  DcpStatus status;
 
   g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
+  /* the caller's pipe is read to EOF before anything else: the message
+   * counts from now, and nothing is claimed for a message not read */
+  if (!dcp_message_drain (fd, NULL, &error))
+    dcp_log (LOG_WARNING, "%s", error->message);
+  now = g_get_real_time ();
+
   /* devices are refreshed on every run, whatever the message */
   if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
     dcp_run_open_state (r, !dry);
@@ -514,14 +700,25 @@ run_deliver (DcpRun *r, int fd)
   if (r->tokens->len == 0)
     dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
   if (verdict == DCP_VERDICT_NOTIFY)
-    plan_all (r, msg, &retry, plans, dry);
-
-  /* the caller's pipe is read to EOF before any network work */
-  if (!dcp_message_drain (fd, NULL, &error))
-    dcp_log (LOG_WARNING, "%s", error->message);
+    {
+      if (!dry)
+        sigfd = hold_signals ();
+      if (r->state != NULL)
+        (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
+      g_array_set_size (plans, r->tokens->len);
+      for (guint i = 0; i < r->tokens->len; i++)
+        {
+          Plan *p = &g_array_index (plans, Plan, i);
+          p->token = g_ptr_array_index (r->tokens, i);
+          read_token_message (r, p, &retry, now, dry);
+        }
+    }
   if (verdict != DCP_VERDICT_NOTIFY || dry)
     return report_only (r, msg, verdict, plans);
-  return push_all (r, msg, &retry, plans);
+  status = push_all (r, msg, &retry, plans, sigfd);
+  if (sigfd >= 0)
+    close (sigfd);
+  return status;
 }
 
 DcpStatus
@@ -536,10 +733,11 @@ dcp_run (DcpSettings *s, int input_fd)
     case DCP_MODE_PING:
       dcp_run_start_budget (&r);
       return run_ping (&r);
+    case DCP_MODE_RESUME:
+      return run_resume (&r);
     case DCP_MODE_TRAILING:
-      return dcp_sender_run_trailing (&r);
     case DCP_MODE_OWED:
-      return dcp_sender_run_owed (&r);
+      return dcp_sender_run_owner (&r);
     case DCP_MODE_DELIVER:
     case DCP_MODE_DRY_RUN:
     default:

@@ -1,20 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The detached sender (see dcp-sender.h).
+/* The detached owner of a token's next push (see dcp-sender.h).
  *
- * Both kinds are started the same way: a fresh exec of ourselves (no
- * thread or library state survives from the run), in its own session,
- * holding nothing of the caller's: stdin is a pipe carrying the token,
- * stdout and stderr are /dev/null, fd 3 is the token's mark, flock()ed for
- * as long as the process lives, so a run can tell a live one from a dead
- * one (a reboot, kill -9).
+ * It is started as a fresh exec of ourselves (no thread or library state
+ * survives from the run), in its own session, holding nothing of the
+ * caller's: stdin is a pipe carrying the token, stdout and stderr are
+ * /dev/null, fd 3 is the token's mark, flock()ed for as long as the
+ * process lives, so a run can tell a live one from a dead one (a reboot,
+ * kill -9) and take it over.
  *
- * A trailing push sleeps until the window ends and pushes if no push went
- * out since.  An owed push retries a failed one on the relays' schedule
- * (--retry=background), one try at a time, each claimed like a push so
- * the rate limit and the trailing push keep their promises; while it
- * lives, later messages for the token start nothing new: each only pokes
- * it (SIGUSR1), and it tries at once instead of at its next step, since
- * the proxy may be back. */
+ * What it does is the state machine's (lib/dcp-machine.h): it sleeps
+ * until the push is due (a trailing push: when the bucket has one; an
+ * owed one: the schedule's next step), pushes, feeds the answer back, and
+ * ends when nothing is left.  A run that moves its due time earlier (a
+ * message for an owed push) pokes it with SIGUSR1. */
 #include "config.h"
 
 #include "dcp-sender.h"
@@ -23,6 +21,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,8 +32,9 @@
 #include "dcp-token.h"
 
 #define MARK_FD 3
-/* tries a round of the schedule makes for pokes, at most */
-#define POKES_MAX 100
+/* steps an owner takes, at most: each is a push or a sleep until one
+ * is due, and the schedule ends 5 hours after the first failure */
+#define OWNER_STEPS_MAX 100000
 
 static void
 close_pair (int fd[2])
@@ -62,6 +62,13 @@ child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int
       _exit (1);
     }
   setsid ();
+  {
+    /* a run holds SIGTERM and friends while it settles its pushes: the
+     * detached process must not inherit that */
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+  }
   grandchild = fork ();
   if (grandchild != 0)
     {
@@ -85,7 +92,7 @@ child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int
 }
 
 /* Hand the token over, reap the intermediate child, and learn through the
- * close-on-exec pipe whether the exec worked. */
+ * close-on-exec pipe whether anything failed so far. */
 static gboolean
 child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
 {
@@ -96,7 +103,12 @@ child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
   close (tok);
   while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
     ;
-  /* EOF: the exec happened; every failure before it writes its errno */
+  /* Every failure before the exec writes its errno, and EOF means the
+   * exec happened; neither is awaited: the mark's flock() is the
+   * process's from the fork on, and one that dies before its exec leaves
+   * the push to the next run or --resume.  A run starting 64 of them
+   * stays within its --timeout this way. */
+  (void) fcntl (st, F_SETFL, O_NONBLOCK);
   if (read (st, &child_errno, sizeof child_errno) > 0 && child_errno == 0)
     child_errno = EIO;
   close (st);
@@ -132,6 +144,8 @@ spawn (gchar **argv, const gchar *token, int mark, GError **error)
       g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s", g_strerror (saved));
       return FALSE;
     }
+  /* nothing buffered may be written twice, by a child too */
+  (void) fflush (NULL);
   pid = fork ();
   if (pid == 0)
     child_exec (path, argv, tok[0], devnull, mark, st[1], (int) CLAMP (max_fd, 5, G_MAXINT));
@@ -150,100 +164,52 @@ spawn (gchar **argv, const gchar *token, int mark, GError **error)
 }
 
 static gboolean
-spawn_sender (DcpRun *r, const gchar *kind, const gchar *due, const gchar *token, int mark,
-              GError **error)
+spawn_sender (DcpRun *r, const gchar *token, int mark, GError **error)
 {
   g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
   g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
   g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
+  g_autofree gchar *burst = g_strdup_printf ("--burst=%" G_GINT64_FORMAT, r->s->burst);
   g_autofree gchar *cacert = r->s->cacert ? g_strdup_printf ("--cacert=%s", r->s->cacert) : NULL;
   const gchar *retry = r->s->retry == DCP_RETRY_CALLER ? "--retry=caller" : "--retry=background";
-  const gchar *argv[] = { PACKAGE_NAME, kind, url, timeout, window, retry, NULL, NULL, NULL };
-  gsize n = 6;
+  const gchar *argv[]
+      = { PACKAGE_NAME, "--trailing-child", url, timeout, window, burst, retry, NULL, NULL, NULL };
+  gsize n = 7;
 
   if (cacert != NULL)
     argv[n++] = cacert;
-  if (due != NULL)
-    argv[n++] = due;
-
+  if (!r->s->trailing)
+    argv[n++] = "--no-trailing";
   if (!spawn ((gchar **) argv, token, mark, error))
     {
-      g_prefix_error (error, "cannot start the %s push: ", kind + strlen ("--"));
+      g_prefix_error (error, "cannot start the detached push: ");
       return FALSE;
     }
   return TRUE;
 }
 
-gboolean
-dcp_sender_start_trailing (DcpRun *r, const gchar *token, const DcpSlot *slot, GError **error)
-{
-  g_autofree gchar *due = g_strdup_printf ("--due=%" G_GINT64_FORMAT, slot->due);
-  return spawn_sender (r, "--trailing-child", due, token, slot->pending_fd, error);
-}
-
-static void
-log_owed (const gchar *shown, const DcpOwed *o)
-{
-  g_autofree gchar *next = dcp_format_time (o->next);
-  dcp_log (LOG_INFO, "%s: the push is owed (%u failed tries so far), next try at %s", shown,
-           o->tries, next);
-}
-
-/* The mark of a push owed from now on: the one taken over (while its
- * schedule lasts), or a fresh one.  -1 when a live owed push already
- * covers the token, or the mark cannot be made. */
-static int
-owed_mark (DcpRun *r, const gchar *shown, const gchar *token, DcpSlot *slot, gint64 now, DcpOwed *o)
-{
-  g_autoptr (GError) error = NULL;
-  int fd = -1;
-
-  if (slot->owed_fd >= 0 && !dcp_schedule_expired (&r->s->schedule, slot->owed.first, now))
-    {
-      *o = slot->owed;
-      o->tries++;
-      o->pid = -1; /* a dead process's: nobody is to poke it */
-      fd = g_steal_fd (&slot->owed_fd);
-      return fd;
-    }
-  if (slot->owed_fd >= 0)
-    close (g_steal_fd (&slot->owed_fd));
-  *o = (DcpOwed){ now, 1, -1, -1 };
-  if (!dcp_state_owe (r->state, token, o, &fd, &error))
-    dcp_log (LOG_WARNING, "%s: the push cannot be owed, dropped: %s", shown, error->message);
-  else if (fd < 0)
-    dcp_log (LOG_INFO, "%s: an owed push already covers this message", shown);
-  return fd;
-}
-
-/* After a failed push with --retry=background: make it owed and start
- * its process, or give it up when the schedule is used up. */
+/* A step said: start an owner, due at step->a.detach_at.  Without one the
+ * mark stays, unlocked: the next run for the token or --resume takes it
+ * over. */
 void
-dcp_sender_owe (DcpRun *r, const gchar *token, DcpSlot *slot, gint64 now)
+dcp_sender_start (DcpRun *r, const gchar *token, DcpStep *step)
 {
   g_autofree gchar *shown = dcp_token_display (token);
+  g_autofree gchar *due = dcp_format_time (step->a.detach_at);
   g_autoptr (GError) error = NULL;
-  DcpOwed o;
-  int fd = owed_mark (r, shown, token, slot, now, &o);
 
-  if (fd < 0)
+  if (step->own_fd < 0)
     return;
-  o.next = dcp_schedule_next (&r->s->schedule, o.first, o.tries);
-  if (o.next < 0)
-    {
-      dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries", shown, o.tries);
-      dcp_state_owed_end (r->state, token, fd);
-      return;
-    }
-  if (!dcp_state_owed_write (fd, &o, &error)
-      || !spawn_sender (r, "--owed-child", NULL, token, fd, &error))
-    {
-      dcp_log (LOG_WARNING, "%s: %s; the push is dropped", shown, error->message);
-      dcp_state_owed_end (r->state, token, fd);
-      return;
-    }
-  close (fd);
-  log_owed (shown, &o);
+  if (!spawn_sender (r, token, step->own_fd, &error))
+    dcp_log (LOG_WARNING, "%s: %s; the next run or --resume takes the push over", shown,
+             error->message);
+  else if (step->a.owed)
+    dcp_log (LOG_INFO, "%s: the push is owed (%u failed tries so far), next try at %s", shown,
+             step->m.tries, due);
+  else
+    dcp_log (LOG_INFO, "%s: trailing push due at %s", shown, due);
+  close (step->own_fd);
+  step->own_fd = -1;
 }
 
 /* The token a run handed over on stdin, or NULL. */
@@ -259,89 +225,6 @@ read_token (void)
   if (!dcp_token_validate (buf, MAX (n, 0), NULL))
     return NULL;
   return g_strdup (buf);
-}
-
-static void
-sleep_until (gint64 t, gint64 at_most)
-{
-  g_usleep (CLAMP (t - g_get_real_time (), 0, at_most));
-}
-
-/* Pushes stay a window apart: wait until a window has passed since the
- * last push started (or, for a trailing push, since the last attempt
- * ended: the push that opened the window may have gone out later than it
- * was claimed), never longer than three windows. */
-static void
-wait_window (DcpRun *r, const gchar *token, gboolean after_result)
-{
-  gint64 window = r->s->window * G_USEC_PER_SEC;
-
-  for (int i = 0; i < 3; i++)
-    {
-      DcpTokenStatus st = { 0 };
-      gint64 left;
-      dcp_state_get_status (r->state, token, &st);
-      dcp_token_status_clear (&st);
-      left = (after_result ? MAX (st.last, st.result_time) : st.last) + window - g_get_real_time ();
-      if (left <= 0)
-        break;
-      g_usleep (MIN (left, window));
-    }
-}
-
-DcpStatus
-dcp_sender_run_trailing (DcpRun *r)
-{
-  g_autofree gchar *token = read_token ();
-  g_autofree gchar *shown = NULL;
-  g_autoptr (GError) error = NULL;
-  DcpSlot slot;
-  gboolean owed = FALSE;
-
-  if (token == NULL)
-    return DCP_STATUS_CONFIG;
-  shown = dcp_token_display (token);
-  sleep_until (r->s->due, r->s->window * G_USEC_PER_SEC);
-  dcp_run_open_state (r, TRUE);
-  if (r->state == NULL)
-    return DCP_STATUS_TRANSIENT;
-  wait_window (r, token, TRUE);
-  if (!dcp_state_trailing_begin (r->state, token, MARK_FD, g_get_real_time (), &slot, &owed,
-                                 &error))
-    {
-      dcp_log (LOG_WARNING, "%s: trailing push: %s", shown, error->message);
-      return DCP_STATUS_TRANSIENT;
-    }
-  close (MARK_FD);
-  if (!owed)
-    {
-      dcp_log (LOG_INFO, "%s: trailing push not needed, a push went out since", shown);
-      return DCP_STATUS_DONE;
-    }
-  dcp_run_start_budget (r);
-  dcp_log (LOG_INFO, "%s: trailing push", shown);
-  if (dcp_run_push (r, token, &slot, r->s->retry == DCP_RETRY_CALLER ? 0 : 1, NULL)
-      != DCP_HTTP_FAILED)
-    return DCP_STATUS_DONE;
-  if (r->s->retry == DCP_RETRY_CALLER)
-    return DCP_STATUS_TRANSIENT;
-  dcp_sender_owe (r, token, &slot, g_get_real_time ());
-  return DCP_STATUS_DONE;
-}
-
-/* A message for a token whose push is owed: poke the owed process, which
- * then tries at once.  Its mark holds its pid only while it lives (the
- * lock tells), and it handles the signal before it writes the pid. */
-void
-dcp_sender_poke_owed (DcpRun *r, const gchar *token)
-{
-  DcpTokenStatus st = { 0 };
-
-  dcp_state_get_status (r->state, token, &st);
-  if (st.owed_live && st.owed_mark.pid > 1 && st.owed_mark.pid <= G_MAXINT32
-      && st.owed_mark.pid != getpid ())
-    (void) kill ((pid_t) st.owed_mark.pid, SIGUSR1);
-  dcp_token_status_clear (&st);
 }
 
 static volatile sig_atomic_t poked;
@@ -370,141 +253,257 @@ accept_pokes (sigset_t *while_asleep)
   sigdelset (while_asleep, SIGUSR1);
 }
 
-/* Sleep until t (at most at_most µs); TRUE when a poke ended the sleep. */
-static gboolean
-sleep_or_poke (gint64 t, gint64 at_most, const sigset_t *while_asleep)
+/* Sleep until t, or a poke. */
+static void
+sleep_or_poke (gint64 t, const sigset_t *while_asleep)
 {
-  gint64 left = CLAMP (t - g_get_real_time (), 0, at_most);
+  gint64 left = CLAMP (t - g_get_real_time (), 0, G_GINT64_CONSTANT (3600) * G_USEC_PER_SEC);
   struct timespec ts = { left / G_USEC_PER_SEC, (left % G_USEC_PER_SEC) * 1000 };
 
   if (!poked)
     (void) ppoll (NULL, 0, &ts, while_asleep);
-  if (!poked)
-    return FALSE;
   poked = 0;
-  return TRUE;
 }
 
-/* One try of the owed push.  TRUE when it is settled (delivered, gone,
- * or its mark was removed under it). */
+/* The cache was removed under us: make our mark again from what we knew,
+ * unless a newer one has a live owner of its own (which then learns what
+ * we owe).  FALSE: we are done. */
 static gboolean
-owed_try (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o)
+remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine *mine)
 {
-  g_autofree gchar *text = NULL;
-  struct stat st;
-  DcpSlot slot;
   g_autoptr (GError) error = NULL;
+  DcpTokenHold h;
+  int fd;
 
-  if (fstat (MARK_FD, &st) < 0 || st.st_nlink == 0)
+  g_clear_pointer (&r->state, dcp_state_free);
+  dcp_run_open_state (r, TRUE);
+  if (r->state == NULL || !dcp_state_hold (r->state, token, &h, &error))
     {
-      dcp_log (LOG_WARNING, "%s: the owed mark was removed; the push is dropped", shown);
+      dcp_log (LOG_WARNING,
+               "%s: the cache was removed and cannot be made again (%s); "
+               "pushing on without it",
+               shown, error ? error->message : "unusable");
       return TRUE;
     }
-  if (!dcp_state_owed_try (r->state, token, g_get_real_time (), &slot, &error))
+  dcp_machine_merge (&h.m, mine);
+  /* messages it covered since our last look were known only to the lost
+   * state: one more push, from now on, covers them */
+  h.m.wanted = MAX (h.m.wanted, g_get_real_time ());
+  if (h.owner_live)
     {
-      dcp_log (LOG_WARNING, "%s: owed push, try %u: %s", shown, o->tries + 1, error->message);
+      DcpStep step = { .pid = h.pid };
+      step.a.poke = TRUE;
+      h.m.due = MIN (h.m.due, mine->due);
+      (void) dcp_state_store (r->state, token, &h, NULL);
+      dcp_state_release (&h);
+      dcp_run_poke (&step);
+      dcp_log (LOG_INFO, "%s: the cache was removed; a newer push took ours over", shown);
       return FALSE;
     }
-  if (slot.kind == DCP_SLOT_GONE)
-    {
-      dcp_log (LOG_INFO, "%s: owed push dropped: the token is marked gone", shown);
-      return TRUE;
-    }
-  dcp_log (LOG_INFO, "%s: owed push, try %u", shown, o->tries + 1);
-  dcp_run_start_budget (r);
-  if (dcp_run_push (r, token, &slot, 1, &text) == DCP_HTTP_FAILED)
-    return FALSE;
-  dcp_log (LOG_INFO, "%s: owed push settled on try %u: %s", shown, o->tries + 1, text);
+  h.m.owned = TRUE;
+  h.pid = getpid ();
+  fd = dcp_state_own (r->state, token, &h, &error);
+  dcp_state_release (&h);
+  if (fd < 0 || dup2 (fd, MARK_FD) < 0)
+    dcp_log (LOG_WARNING, "%s: cannot make the mark again: %s", shown,
+             error ? error->message : g_strerror (errno));
+  else
+    dcp_log (LOG_INFO, "%s: the cache was removed; its mark is made again", shown);
+  if (fd >= 0)
+    close (fd);
   return TRUE;
 }
 
-/* When an owed push tries: at its schedule's steps, and when poked. */
-typedef struct {
-  gint64 give_up;  /* µs: the longest sleep */
-  gint64 spacing;  /* µs between a try and a poked one: a window, 1 s at least */
-  gint64 last_try; /* µs since the Epoch */
-  sigset_t asleep; /* the signal mask while asleep: pokes let in */
-} Pace;
-
-/* A try covers the messages that came before it: the pokes they sent
- * (pending, while blocked) are spent. */
-static void
-spend_pokes (void)
-{
-  const struct timespec now = { 0, 0 };
-  sigset_t usr1;
-
-  sigemptyset (&usr1);
-  sigaddset (&usr1, SIGUSR1);
-  while (sigtimedwait (&usr1, NULL, &now) == SIGUSR1)
-    ;
-  poked = 0;
-}
-
+/* Feed one event under the token's lock, with our pid in the mark. */
 static gboolean
-paced_try (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o, Pace *pace)
+owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachine *mine)
 {
-  wait_window (r, token, FALSE);
-  spend_pokes ();
-  pace->last_try = g_get_real_time ();
-  return owed_try (r, token, shown, o);
-}
+  g_autoptr (GError) error = NULL;
+  DcpMachineConfig c;
+  DcpTokenHold h;
 
-/* One step of the schedule: the tries pokes ask for until it is due (a
- * failed one leaves the schedule as it was; failed tries hold no claim,
- * so they are spaced here), then the step's own.  TRUE once settled. */
-static gboolean
-owed_round (DcpRun *r, const gchar *token, const gchar *shown, const DcpOwed *o, Pace *pace)
-{
-  for (guint pokes = 0; pokes < POKES_MAX && sleep_or_poke (o->next, pace->give_up, &pace->asleep);
-       pokes++)
+  dcp_run_machine_config (r, &c);
+  if (r->state == NULL)
     {
-      sleep_until (pace->last_try + pace->spacing, pace->spacing);
-      if (paced_try (r, token, shown, o, pace))
-        return TRUE;
+      /* no cache at all: the machine runs in memory */
+      dcp_machine_step (&c, mine, e, &step->a);
+      step->m = *mine;
+      return TRUE;
     }
-  sleep_until (o->next, pace->give_up);
-  return paced_try (r, token, shown, o, pace);
+  if (!dcp_state_hold (r->state, token, &h, &error))
+    {
+      g_autofree gchar *shown = dcp_token_display (token);
+      dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
+      return FALSE;
+    }
+  h.pid = getpid ();
+  dcp_machine_step (&c, &h.m, e, &step->a);
+  if (!dcp_state_store (r->state, token, &h, &error))
+    {
+      g_autofree gchar *shown = dcp_token_display (token);
+      dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
+    }
+  dcp_state_release (&h);
+  step->m = *mine = h.m;
+  return TRUE;
 }
 
-/* Retry until the push is settled or the schedule is used up.  Every
- * round makes one scheduled try (or gives up), so the loop is bounded by
- * the schedule's length. */
+/* A push of the owner's, in a process of its own, so that the owner can
+ * push again before it is answered (a message that finds the bucket
+ * empty while the owner's last push waits for its answer gets its push
+ * when the bucket has one, not when that answer comes).  The child posts,
+ * records and logs the result, and writes the outcome as one byte. */
+typedef struct {
+  int fd;
+  pid_t pid;
+  gint64 started;
+  guint tries; /* of the owed push before this one, 0 for a trailing push */
+} Flight;
+
+#define FLIGHTS_MAX 8
+
+static gboolean
+start_flight (DcpRun *r, const gchar *token, const gchar *shown, gint64 started, guint tries,
+              Flight *f)
+{
+  int p[2];
+  pid_t pid;
+
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    return FALSE;
+  (void) fflush (NULL);
+  pid = fork ();
+  if (pid < 0)
+    {
+      close (p[0]);
+      close (p[1]);
+      return FALSE;
+    }
+  if (pid == 0)
+    {
+      g_autofree gchar *text = NULL;
+      gchar out;
+
+      /* the mark's lock is the owner's: a push that outlives it must not
+       * make a dead owner look alive */
+      close (MARK_FD);
+      close (p[0]);
+      dcp_run_start_budget (r);
+      out = (gchar) dcp_run_post (r, token, 1, &text);
+      if (tries > 0 && out != DCP_HTTP_FAILED)
+        dcp_log (LOG_INFO, "%s: owed push settled on try %u: %s", shown, tries + 1, text);
+      (void) !write (p[1], &out, 1);
+      _exit (0);
+    }
+  close (p[1]);
+  *f = (Flight){ p[0], pid, started, tries };
+  return TRUE;
+}
+
+/* Sleep until t, a poke, or a push's answer: its index, or -1. */
+static int
+wait_any (Flight *flights, guint n, gint64 t, const sigset_t *while_asleep)
+{
+  gint64 left = CLAMP (t - g_get_real_time (), 0, G_GINT64_CONSTANT (3600) * G_USEC_PER_SEC);
+  struct timespec ts = { left / G_USEC_PER_SEC, (left % G_USEC_PER_SEC) * 1000 };
+  struct pollfd fds[FLIGHTS_MAX];
+
+  for (guint i = 0; i < n; i++)
+    fds[i] = (struct pollfd){ flights[i].fd, POLLIN, 0 };
+  if (!poked && ppoll (fds, n, &ts, while_asleep) > 0)
+    for (guint i = 0; i < n; i++)
+      if (fds[i].revents != 0)
+        return (int) i;
+  poked = 0;
+  return -1;
+}
+
+/* The answer of flight i, which is then gone from the list. */
+static DcpHttpOutcome
+land (Flight *flights, guint *n, guint i, Flight *landed)
+{
+  gchar out = DCP_HTTP_FAILED;
+
+  *landed = flights[i];
+  if (read (flights[i].fd, &out, 1) != 1 || out < DCP_HTTP_OK || out > DCP_HTTP_FAILED)
+    out = DCP_HTTP_FAILED;
+  close (flights[i].fd);
+  while (waitpid (flights[i].pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  flights[i] = flights[--*n];
+  return (DcpHttpOutcome) out;
+}
+
 DcpStatus
-dcp_sender_run_owed (DcpRun *r)
+dcp_sender_run_owner (DcpRun *r)
 {
   g_autofree gchar *token = read_token ();
   g_autofree gchar *shown = NULL;
-  Pace pace = { r->s->schedule.give_up * G_USEC_PER_SEC, MAX (r->s->window, 1) * G_USEC_PER_SEC,
-                g_get_real_time () };
-  DcpOwed o;
+  DcpMachine mine = DCP_MACHINE_INIT;
+  DcpEvent e = { DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+  Flight flights[FLIGHTS_MAX];
+  guint n = 0;
+  sigset_t asleep;
 
   if (token == NULL)
     return DCP_STATUS_CONFIG;
   shown = dcp_token_display (token);
-  dcp_run_open_state (r, FALSE);
-  if (r->state == NULL || !dcp_state_owed_read (MARK_FD, &o, NULL))
+  accept_pokes (&asleep);
+  dcp_run_open_state (r, TRUE);
+  mine.owned = TRUE;
+  for (guint i = 0; i < OWNER_STEPS_MAX; i++)
     {
-      dcp_log (LOG_WARNING, "%s: no usable cache or owed mark; the push is dropped", shown);
-      return DCP_STATUS_DONE;
-    }
-  accept_pokes (&pace.asleep);
-  o.pid = getpid ();
-  for (guint round = 0; round <= DCP_SCHEDULE_MAX; round++)
-    {
-      o.next = dcp_schedule_next (&r->s->schedule, o.first, o.tries);
-      if (o.next < 0)
-        break;
-      (void) dcp_state_owed_write (MARK_FD, &o, NULL);
-      if (owed_round (r, token, shown, &o, &pace))
+      DcpStep step;
+      gint64 until;
+      int done;
+
+      if (r->state != NULL && dcp_state_mark_missing (MARK_FD)
+          && !remake_mark (r, token, shown, &mine))
+        return DCP_STATUS_DONE;
+      e.now = g_get_real_time ();
+      if (!owner_step (r, token, &e, &step, &mine))
         {
-          dcp_state_owed_end (r->state, token, MARK_FD);
+          /* the lock stayed taken: try again in a second */
+          sleep_or_poke (e.now + G_USEC_PER_SEC, &asleep);
+          continue;
+        }
+      if (step.a.given_up)
+        dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries", shown, step.a.tries);
+      if (step.a.forget)
+        {
+          /* pushes still in flight end by themselves */
+          dcp_log (LOG_INFO, "%s: detached push done", shown);
           return DCP_STATUS_DONE;
         }
-      o.tries++;
+      if (step.a.push)
+        {
+          guint tries = mine.owed_first >= 0 ? mine.tries : 0;
+          if (tries > 0)
+            dcp_log (LOG_INFO, "%s: owed push, try %u", shown, tries + 1);
+          else
+            dcp_log (LOG_INFO, "%s: trailing push", shown);
+          if (n == FLIGHTS_MAX || !start_flight (r, token, shown, e.now, tries, &flights[n]))
+            {
+              /* no process for it: push here, and wait for the answer */
+              DcpHttpOutcome out;
+              dcp_run_start_budget (r);
+              out = dcp_run_post (r, token, 1, NULL);
+              e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
+              continue;
+            }
+          n++;
+        }
+      until = step.a.wait_until >= 0 ? step.a.wait_until : e.now + G_USEC_PER_SEC;
+      done = wait_any (flights, n, until, &asleep);
+      if (done >= 0)
+        {
+          Flight landed;
+          DcpHttpOutcome out = land (flights, &n, (guint) done, &landed);
+          e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
+        }
+      else
+        e = (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
     }
-  dcp_log (LOG_WARNING, "%s: owed push given up after %u failed tries over %" G_GINT64_FORMAT " s",
-           shown, o.tries, (g_get_real_time () - o.first) / G_USEC_PER_SEC);
-  dcp_state_owed_end (r->state, token, MARK_FD);
+  dcp_log (LOG_WARNING, "%s: detached push ended after %d steps", shown, OWNER_STEPS_MAX);
   return DCP_STATUS_DONE;
 }

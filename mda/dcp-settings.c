@@ -133,6 +133,7 @@ typedef enum {
   OPT_SECONDS, /* gint64, a whole number of seconds */
   OPT_FLAG,    /* gboolean, TRUE when given (on either side) */
   OPT_NO_FLAG, /* gboolean, FALSE when given */
+  OPT_COUNT,   /* gint64, a whole number from 1 */
 } OptType;
 
 typedef struct {
@@ -162,7 +163,10 @@ static const Option options[] = {
   { "cacert", 0, "cacert", OPT_STRING, NULL,
     "Trust only the CA certificates in FILE, not the system's store", "FILE", FIELD (cacert) },
   { "window", 'w', "window", OPT_SECONDS, "10",
-    "Per-token coalescing window, 0 turns rate limiting off", "SECONDS", FIELD (window) },
+    "A push comes back to a token's bucket after this long; 0 turns rate limiting off", "SECONDS", FIELD (window) },
+  { "burst", 0, "burst", OPT_COUNT, "3",
+    "Per token, this many pushes at once; then one per window; 1 = one per window", "N",
+    FIELD (burst) },
   { "self", 0, "self", OPT_LIST, NULL,
     "Skip mail From this address of the account's own (repeatable)", "ADDRESS", FIELD (self) },
   { "max-age", 0, "max-age", OPT_SECONDS, "86400",
@@ -178,7 +182,7 @@ static const Option options[] = {
     "With --retry=caller: never exit 75, log transient failures and exit 0", NULL,
     FIELD (best_effort) },
   { "no-trailing", 0, "no-trailing", OPT_NO_FLAG, NULL,
-    "No trailing push for mail that arrives inside the window", NULL, FIELD (trailing) },
+    "No trailing push for mail that finds no push available", NULL, FIELD (trailing) },
   { "dovecot-metadata", 0, "dovecot-metadata", OPT_STRING, NULL,
     "Also push the device tokens Delta Chat stored in this Dovecot metadata file", "FILE",
     FIELD (dovecot_metadata) },
@@ -187,7 +191,12 @@ static const Option options[] = {
   { "ping", 0, NULL, OPT_FLAG, NULL,
     "Send a push to each token now (no stdin, no rate limit) and print the result", NULL, NONE },
   { "status", 0, NULL, OPT_FLAG, NULL,
-    "Print each token's last push, pending trailing push, gone mark and owed push", NULL, NONE },
+    "Print each token's last push, pushes available, pending trailing push, gone mark and owed "
+    "push",
+    NULL, NONE },
+  { "resume", 0, NULL, OPT_FLAG, NULL,
+    "Take over every owed or trailing push in the cache whose process is gone (run at boot)",
+    NULL, NONE },
   { "verbose", 'v', "verbose", OPT_FLAG, NULL,
     "Also log every decision to stderr", NULL, FIELD (verbose) },
   { "version", 'V', NULL, OPT_FLAG, NULL, "Print the version and exit", NULL, NONE },
@@ -215,7 +224,7 @@ typedef struct {
 static gboolean
 is_pointer (OptType type)
 {
-  return type == OPT_STRING || type == OPT_LIST || type == OPT_SECONDS;
+  return type == OPT_STRING || type == OPT_LIST || type == OPT_SECONDS || type == OPT_COUNT;
 }
 
 static void
@@ -264,7 +273,7 @@ dcp_settings_free (DcpSettings *s)
   if (s == NULL)
     return;
   for (gsize i = 0; i < N_OPTIONS; i++)
-    if (options[i].field != NONE && options[i].type != OPT_SECONDS)
+    if (options[i].field != NONE && options[i].type != OPT_SECONDS && options[i].type != OPT_COUNT)
       free_value (options[i].type, G_STRUCT_MEMBER_P (s, options[i].field));
   g_ptr_array_unref (s->tokens);
   g_ptr_array_unref (s->warnings);
@@ -573,6 +582,15 @@ apply (DcpSettings *s, const Option *o, const Value *v, GError **error)
     {
     case OPT_SECONDS:
       return parse_seconds (what, text, field, error);
+    case OPT_COUNT:
+      if (!parse_seconds (what, text, field, NULL) || *(gint64 *) field < 1
+          || *(gint64 *) field > 1000)
+        {
+          g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
+                       "%s must be a whole number from 1 to 1000, not \"%s\"", what, text);
+          return FALSE;
+        }
+      return TRUE;
     case OPT_LIST:
       *(gchar ***) field = g_strdupv (v->strv);
       return TRUE;
@@ -599,7 +617,7 @@ parse_mode (DcpSettings *s, Cli *c, GError **error)
     { "help", DCP_MODE_HELP },       { "version", DCP_MODE_VERSION },
     { "dry-run", DCP_MODE_DRY_RUN }, { "ping", DCP_MODE_PING },
     { "status", DCP_MODE_STATUS },   { "trailing-child", DCP_MODE_TRAILING },
-    { "owed-child", DCP_MODE_OWED },
+    { "owed-child", DCP_MODE_OWED }, { "resume", DCP_MODE_RESUME },
   };
   guint n = 0;
 
@@ -616,7 +634,7 @@ parse_mode (DcpSettings *s, Cli *c, GError **error)
   if (n > 1)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
-                           "--dry-run, --ping and --status exclude each other");
+                           "--dry-run, --ping, --status and --resume exclude each other");
       return FALSE;
     }
   return TRUE;
@@ -697,7 +715,7 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
       return FALSE;
     }
   if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_OWED
-      && s->dovecot_metadata == NULL)
+      && s->mode != DCP_MODE_RESUME && s->dovecot_metadata == NULL)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
                            "no push token given (TOKEN, --token-file or the config file)");

@@ -17,8 +17,9 @@ typedef enum {
   DCP_MODE_STATUS,
   DCP_MODE_HELP,
   DCP_MODE_VERSION,
-  DCP_MODE_TRAILING, /* internal: the detached trailing push */
-  DCP_MODE_OWED,     /* internal: the detached owed push */
+  DCP_MODE_TRAILING, /* internal: the detached process that owns a token's next push */
+  DCP_MODE_OWED,     /* internal: the same */
+  DCP_MODE_RESUME,   /* take over orphaned pushes */
 } DcpMode;
 
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
   gchar *url;
   gchar *cacert;  /* NULL: the system's CA store */
   gint64 window;  /* seconds */
+  gint64 burst;   /* pushes the bucket holds */
   gchar **self;   /* lower-case addresses */
   gint64 max_age; /* seconds */
   gboolean chat_only;

@@ -33,6 +33,7 @@ status_to_exit (DcpStatus status, gboolean best_effort)
     case DCP_STATUS_TRANSIENT:
       return best_effort ? EX_OK : EX_TEMPFAIL;
     case DCP_STATUS_CONFIG:
+    case DCP_STATUS_INTERRUPTED:
     default:
       return EX_TEMPFAIL;
     }
@@ -125,5 +126,9 @@ main (int argc, char **argv)
   code = status_to_exit (status, settings->best_effort);
   if (fflush (NULL) != 0)
     code = EX_TEMPFAIL;
+  /* a run ended by a signal may leave its POSTs' thread behind: no
+   * library teardown under it */
+  if (status == DCP_STATUS_INTERRUPTED)
+    _exit (EX_TEMPFAIL);
   return code;
 }

@@ -99,17 +99,21 @@ class TestCase(unittest.TestCase):
 
     def tearDown(self):
         # a trailing or owed push still waiting would outlive the test
-        for pid in self.owed_pids(b"--trailing-child") + self.owed_pids():
-            os.kill(pid, signal.SIGKILL)
+        for pid in self.owed_pids(every=True):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for s in self.servers:
             s.stop()
         # trailing pushes may still sleep: let them see the server gone
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def owed_pids(self, kind=b"--owed-child"):
-        """The owed-push (or trailing-push) processes of this test's cache,
+    def owed_pids(self, kind=b"--trailing-child", every=False):
+        """The detached processes (trailing or owed pushes) of this test's cache,
         found through /proc by their argument and environment, never by
-        name."""
+        name.  Each pushes in a short-lived child of its own, left out
+        unless every."""
         mark = ("XDG_CACHE_HOME=" + self.env["XDG_CACHE_HOME"]).encode()
         pids = []
         for d in os.listdir("/proc"):
@@ -124,7 +128,17 @@ class TestCase(unittest.TestCase):
                 continue
             if kind in argv and mark in env:
                 pids.append(int(d))
-        return pids
+        if every:
+            return pids
+        return [p for p in pids if self._ppid(p) not in pids]
+
+    @staticmethod
+    def _ppid(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @property
     def cache(self):

@@ -16,6 +16,7 @@ simulate faults:
   redirect  answer 302 to another path
   NNN       answer status NNN with a short body
   NNN:S     the same with a "Retry-After: S" header
+  NNN@S     the same, S seconds (a decimal) after the request came
 
 Server(tls=SSL_CONTEXT) speaks HTTPS instead (tests/tlstest.py makes the
 context): each request then records the TLS version and the SNI name the
@@ -49,6 +50,7 @@ class Request:
         self.raw = raw
         self.time = t
         self.tls = None  # "TLSv1.3"... over HTTPS
+        self.answer = None  # the scripted answer it got
         self.sni = None
         head, _, self.body = raw.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -216,8 +218,9 @@ class Server:
                 raw = read_request(conn)
                 if raw is None:
                     return
-                self.record(raw, conn)
-                if not self.answer(conn, self.next_status()):
+                req = self.record(raw, conn)
+                req.answer = self.next_status()
+                if not self.answer(conn, req.answer):
                     return
         except OSError:
             pass
@@ -253,6 +256,10 @@ class Server:
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 conn.sendall(chunk)
             return False
+        if "@" in status:
+            status, delay = status.split("@", 1)
+            if self.stopping.wait(float(delay)):
+                return False
         if status == "redirect":
             conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n"
                          b"Content-Length: 0\r\n\r\n")

@@ -108,14 +108,15 @@ class Faults(dcptest.TestCase):
     def test_pending_mark_of_a_killed_child(self):
         srv = self.server()
         self.assertDone(self.run_bin(["-w", "60", "-u", srv.url, TOKEN], message()))
-        # a pending mark nobody holds: its trailing push was killed
+        # a mark nobody holds: its trailing push was killed
         name = [n for n in os.listdir(self.cache) if n.endswith(".last")][0]
-        pending = os.path.join(self.cache, name[:-5] + ".pending")
+        pending = os.path.join(self.cache, name[:-5] + ".due")
+        due = int(time.time() * 1e6) + 60 * 10**6
         with open(pending, "w") as f:
-            f.write("0 0\n")
+            f.write("%d -1 -1 1 %d -1 0 -1\n%s\n" % (due - 10**7, due, TOKEN))
         st = self.run_bin(["--status", TOKEN])
         self.assertIn("pending=stale", st.stdout)
-        dry = self.run_bin(["-n", "-w", "60", "-u", srv.url, TOKEN], message())
+        dry = self.run_bin(["-n", "-w", "60", "--burst", "1", "-u", srv.url, TOKEN], message())
         self.assertEqual(dry.stdout, "trailing %s…\n" % TOKEN[:8])
 
     def test_token_file_is_a_directory(self):

@@ -138,11 +138,11 @@ class Fifos(Hostile):
         return srv
 
     def test_fifo_in_place_of_each_cache_file(self):
-        for suffix in (".last", ".pending", ".owed", ".result", ".lock", ".gone"):
+        for suffix in (".last", ".full", ".due", ".result", ".lock", ".gone"):
             with self.subTest(suffix=suffix):
                 path = self.fifo(os.path.join(self.cache, token_hash() + suffix))
                 self.push_despite(path, ["-w", "10"])
-                # and --status, which reads .result and .owed
+                # and --status, which reads .result and .due
                 st = self.run_bin(["--status", TOKEN], None, timeout=10)
                 self.assertDone(st)
                 self.assertTrue(st.stdout.startswith(TOKEN[:8] + "…"), st)

@@ -59,7 +59,7 @@ class Tokens(dcptest.TestCase):
         self.assertDone(self.run_bin(["-u", srv.url] + toks, message()))
         self.assertEqual(sorted(srv.bodies()), sorted(t.encode() for t in toks))
         for n in os.listdir(self.cache):
-            self.assertRegex(n, r"^[0-9a-f]{64}\.(last|lock|result)$")
+            self.assertRegex(n, r"^[0-9a-f]{64}\.(last|full|lock|result)$")
 
     def test_no_token(self):
         r = self.run_bin([], message())
@@ -164,9 +164,27 @@ class Options(dcptest.TestCase):
 
     def test_bad_values(self):
         for args in (["-w", "-1"], ["--window", "x"], ["--max-age", "1.5"],
-                     ["--timeout", "0"], ["--dry-run", "--ping"]):
+                     ["--timeout", "0"], ["--dry-run", "--ping"], ["--burst", "0"],
+                     ["--burst", "x"], ["--burst", "1001"], ["--resume", "--status"]):
             with self.subTest(args=args):
                 self.assertTempfail(self.run_bin(args + [TOKEN], message()))
+
+    def test_burst(self):
+        # the bucket: --burst pushes at once, a second apart, then a trailing
+        # push; from the config file too
+        srv = self.server()
+        for i in range(2):
+            self.assertDone(self.run_bin(["-u", srv.url, "--burst", "2", TOKEN], message()))
+            time.sleep(1.05)
+        self.assertDone(self.run_bin(["-u", srv.url, "--burst", "2", "-n", TOKEN], message()))
+        r = self.run_bin(["-u", srv.url, "--burst", "2", "-n", TOKEN], message())
+        self.assertEqual(r.stdout, "trailing %s…\n" % TOKEN[:8])
+        conf = self.write("c3", "[deltachat-push]\nburst=3\n")
+        r = self.run_bin(["-c", conf, "-u", srv.url, "-n", TOKEN], message())
+        self.assertEqual(r.stdout, "notify %s…\n" % TOKEN[:8])
+        self.assertEqual(len(srv.requests), 2)
+        conf = self.write("c0", "[deltachat-push]\nburst=0\n")
+        self.assertTempfail(self.run_bin(["-c", conf, "-u", srv.url, TOKEN], message()))
 
     def test_urls(self):
         for url in ["http://example.org/notify", "http://10.0.0.1/notify",
@@ -214,15 +232,20 @@ class Options(dcptest.TestCase):
     def test_status(self):
         r = self.run_bin(["--status", TOKEN], None)
         self.assertDone(r)
-        self.assertEqual(r.stdout, '%s… last-push=never result="none" pending=none gone=no owed=no\n'
-                         % TOKEN[:8])
+        self.assertEqual(r.stdout, '%s… last-push=never available=3/3 next-push=now result="none" '
+                         'pending=none gone=no owed=no\n' % TOKEN[:8])
         srv = self.server()
-        self.assertDone(self.run_bin(["-u", srv.url, "-w", "60", TOKEN], message()))
-        self.assertDone(self.run_bin(["-u", srv.url, "-w", "60", TOKEN], message()))
-        r = self.run_bin(["--status", TOKEN], None)
+        args = ["-u", srv.url, "-w", "60", "--burst", "1", TOKEN]
+        self.assertDone(self.run_bin(args, message()))
+        self.assertDone(self.run_bin(args, message()))
+        r = self.run_bin(["--status", "--burst", "1", "-w", "60", TOKEN], None)
         self.assertRegex(r.stdout, r'^%s… last-push=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ '
+                         r'available=0/1 next-push=\d{4}-\S+Z '
                          r'result="200 ok" pending=\d{4}-\S+Z gone=no owed=no\n$' % TOKEN[:8])
         self.assertEqual(len(srv.requests), 1)
+        # the bucket: three pushes at once, the next a window after the first
+        r = self.run_bin(["--status", "-w", "60", TOKEN], None)
+        self.assertIn(" available=2/3 next-push=", r.stdout)
 
     def test_verbose(self):
         srv = self.server()

@@ -17,8 +17,10 @@ WINDOW = 2 if not dcptest.WRAPPER else 8
 
 
 class RateLimit(dcptest.TestCase):
+    # one push per window: these tests are about the window and the
+    # trailing push; the bucket has tests of its own (test_promises.py)
     def args(self, srv, *extra):
-        return ["-u", srv.url, "-w", str(WINDOW)] + list(extra) + [TOKEN]
+        return ["-u", srv.url, "-w", str(WINDOW), "--burst", "1"] + list(extra) + [TOKEN]
 
     def test_leading_then_trailing(self):
         srv = self.server()
@@ -97,8 +99,10 @@ class RateLimit(dcptest.TestCase):
         self.assertEqual(srv.wait_for(2, window + 5), 2)
         time.sleep(window + 0.5)
         self.assertEqual(len(srv.requests), 2, "one leading, one trailing")
+        # the window counts from the first push's start, which is before
+        # its request reaches the server (twenty runs load the machine)
         gap = srv.requests[1].time - srv.requests[0].time
-        self.assertGreaterEqual(gap, window - 0.05)
+        self.assertGreaterEqual(gap, window - 0.3 * SLOW)
 
     def test_trailing_child_killed_is_replaced(self):
         srv = self.server()
@@ -142,9 +146,9 @@ class RateLimit(dcptest.TestCase):
     def test_clock_stepped_back(self):
         srv = self.server()
         self.assertDone(self.run_bin(self.args(srv), message()))
-        # a last-push time an hour in the future must not block pushes
+        # a last push and a bucket an hour in the future must not block pushes
         for n in os.listdir(self.cache):
-            if n.endswith(".last"):
+            if n.endswith(".last") or n.endswith(".full"):
                 future = time.time() + 3600
                 os.utime(os.path.join(self.cache, n), (future, future))
         self.assertDone(self.run_bin(self.args(srv), message()))

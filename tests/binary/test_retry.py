@@ -35,11 +35,15 @@ class Retry(dcptest.TestCase):
             return []
 
     def owed_mark(self):
-        marks = [n for n in os.listdir(self.cache) if n.endswith(".owed")]
+        """The token's mark while its push is owed, or None."""
+        marks = [n for n in os.listdir(self.cache) if n.endswith(".due")]
         if not marks:
             return None
         with open(os.path.join(self.cache, marks[0])) as f:
-            first, tries, nxt, pid = (int(x) for x in f.read().split())
+            fields = f.read().split("\n")[0].split()
+        _, _, _, _, nxt, first, tries, pid = (int(x) for x in fields)
+        if first < 0:
+            return None
         return {"first": first, "tries": tries, "next": nxt, "pid": pid,
                 "path": os.path.join(self.cache, marks[0])}
 
@@ -60,7 +64,8 @@ class Retry(dcptest.TestCase):
         self.assertDone(r)
         self.assertLess(r.elapsed, 2 * SLOW)
         self.assertRegex(self.status(), r"owed=\d{4}-\S+Z next-try=\d{4}-\S+Z tries=1\n")
-        self.assertEqual(len(self.owed_pids()), 1)
+        # the detached process is started, not awaited
+        self.assertTrue(wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
         time.sleep(2)
         srv = Server(port=port).start()
         self.servers.append(srv)
@@ -75,7 +80,8 @@ class Retry(dcptest.TestCase):
 
     def test_down_for_good(self):
         srv = self.server(default="503")
-        r = self.run_bin(["-u", srv.url, TOKEN], message())
+        # a window of 1 s: the bucket never holds up the shortened schedule
+        r = self.run_bin(["-w", "1", "-u", srv.url, TOKEN], message())
         self.assertDone(r)
         # one attempt in the run: no back-off inside it
         self.assertEqual(len(srv.requests), 1)
@@ -100,8 +106,8 @@ class Retry(dcptest.TestCase):
         srv = self.server(default="503")
         t0 = time.time()
         self.assertDone(self.run_bin(["-w", "1", "-u", srv.url, TOKEN], message()))
+        self.assertTrue(wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
         pids = self.owed_pids()
-        self.assertEqual(len(pids), 1)
         for _ in range(20):
             r = self.run_bin(["-w", "1", "-u", srv.url, TOKEN], message())
             self.assertDone(r)
@@ -121,7 +127,9 @@ class Retry(dcptest.TestCase):
         for a, b in zip(times, times[1:]):
             self.assertGreaterEqual(b - a, 0.95, times)
         self.assertEqual(self.owed_pids(), pids)
-        self.assertRegex(self.status(), r"tries=1\n")  # pokes leave the schedule
+        # pokes leave the schedule: its next step is still the first one
+        mark = self.owed_mark()
+        self.assertAlmostEqual((mark["next"] - mark["first"]) / 1e6, step, delta=0.01)
         # the proxy is back: one push, at the schedule's step at the latest
         time.sleep(1.2)
         srv.set_statuses([], default="200")
@@ -156,24 +164,28 @@ class Retry(dcptest.TestCase):
     def test_killed_owed_push_is_taken_over(self):
         self.env["DCP_RETRY_SCHEDULE"] = "60,120"
         srv = self.server(statuses=["503", "503"], default="200")
-        self.assertDone(self.run_bin(["-u", srv.url, TOKEN], message()))
+        args = ["-w", "1", "-u", srv.url, TOKEN]
+        self.assertDone(self.run_bin(args, message()))
         self.assertTrue(wait_until(lambda: (self.owed_mark() or {}).get("pid", -1) > 0,
                                    3 * SLOW))
         mark = self.owed_mark()
         os.kill(mark["pid"], signal.SIGKILL)
         self.assertTrue(wait_until(lambda: not self.owed_pids(), 3 * SLOW))
         self.assertIn("owed=stale,", self.status())
-        # the next message takes it over: it pushes at once, and as the
-        # proxy still fails, the owed push keeps its first failure
-        self.assertDone(self.run_bin(["-u", srv.url, TOKEN], message()))
+        # the next message (a window after the failed try) takes it over:
+        # it pushes at once, and as the proxy still fails, the owed push
+        # keeps its first failure
+        time.sleep(1.1)
+        self.assertDone(self.run_bin(args, message()))
         self.assertEqual(len(srv.requests), 2)
         again = self.owed_mark()
         self.assertEqual((again["first"], again["tries"]), (mark["first"], 2))
-        self.assertEqual(len(self.owed_pids()), 1)
+        self.assertTrue(wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
         os.kill(self.owed_pids()[0], signal.SIGKILL)
         self.assertTrue(wait_until(lambda: not self.owed_pids(), 3 * SLOW))
         # taken over again, and delivered: the mark is gone
-        r = self.run_bin(["-u", srv.url, TOKEN], message())
+        time.sleep(1.1)
+        r = self.run_bin(args, message())
         self.assertDone(r)
         self.assertEqual(len(srv.requests), 3)
         self.assertIsNone(self.owed_mark())
@@ -183,11 +195,12 @@ class Retry(dcptest.TestCase):
         srv = self.server(default="200")
         self.assertDone(self.run_bin(["-w", "0", "-u", srv.url, TOKEN], message()))
         lock = [n for n in os.listdir(self.cache) if n.endswith(".lock")][0]
-        path = os.path.join(self.cache, lock[:-5] + ".owed")
+        path = os.path.join(self.cache, lock[:-5] + ".due")
         now = int(time.time() * 1e6)
         # a mark nobody holds, as a reboot leaves it
         with open(path, "w") as f:
-            f.write("%d 2 %d 999999999\n" % (now - 100 * 10**6, now - 50 * 10**6))
+            f.write("%d -1 -1 1 %d %d 2 999999999\n%s\n"
+                    % (now - 100 * 10**6, now - 50 * 10**6, now - 100 * 10**6, TOKEN))
         self.assertIn("owed=stale,", self.status())
         self.assertDone(self.run_bin(["-w", "0", "-u", srv.url, TOKEN], message()))
         self.assertEqual(len(srv.requests), 2)
@@ -195,7 +208,8 @@ class Retry(dcptest.TestCase):
         # a mark older than the 5 hours an owed push lives: a new failure
         # starts a schedule of its own
         with open(path, "w") as f:
-            f.write("%d 5 -1 999999999\n" % (now - 5 * 3600 * 10**6 - 10**6))
+            f.write("%d -1 -1 1 -1 %d 5 999999999\n%s\n"
+                    % (now, now - 5 * 3600 * 10**6 - 10**6, TOKEN))
         srv.set_statuses([], default="503")
         self.assertDone(self.run_bin(["-w", "0", "-u", srv.url, TOKEN], message()))
         mark = self.owed_mark()
@@ -206,21 +220,26 @@ class Retry(dcptest.TestCase):
         srv = self.server(default="503")
         msg = message()
         codes = []
+        # no window: each of the caller's tries pushes
         for _ in range(5):
-            r = self.run_bin(["--retry=caller", "--timeout", "1", "-u", srv.url, TOKEN], msg)
+            r = self.run_bin(["--retry=caller", "-w", "0", "--timeout", "1", "-u", srv.url, TOKEN],
+                             msg)
             if r.returncode == 75:
                 self.assertTempfail(r)
             codes.append(r.returncode)
         self.assertEqual(codes, [75, 75, 75, 75, 0])
-        self.assertIsNone(self.owed_mark())
-        self.assertEqual(self.owed_pids(), [])
+        # the caller gives up at the cap, so the push is owed from then on:
+        # exit 0 never loses a message
+        self.assertTrue(wait_until(lambda: self.owed_mark() is not None, 3 * SLOW))
+        self.assertTrue(wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
         # --best-effort keeps its meaning there: never 75
+        other = TOKEN + "2"
         r = self.run_bin(["--retry=caller", "--best-effort", "--timeout", "1", "-u", srv.url,
-                          TOKEN], message())
+                          other], message())
         self.assertDone(r)
         # and the config file can say so too
         conf = self.write("conf", "[deltachat-push]\nretry=caller\n")
-        r = self.run_bin(["-c", conf, "--timeout", "1", "-u", srv.url, TOKEN], message())
+        r = self.run_bin(["-c", conf, "--timeout", "1", "-u", srv.url, TOKEN + "3"], message())
         self.assertTempfail(r)
         self.assertTempfail(self.run_bin(["--retry=later", TOKEN], message()))
 

@@ -117,7 +117,7 @@ class Https(TlsCase):
 
     def test_trailing_push_trusts_cacert_too(self):
         srv = self.tls_server()
-        args = ["--cacert", pki().ca, "-w", "2", "-u", srv.url, TOKEN]
+        args = ["--cacert", pki().ca, "-w", "2", "--burst", "1", "-u", srv.url, TOKEN]
         self.assertDone(self.run_bin(args, message()))
         self.assertDone(self.run_bin(args, message()))
         self.assertEqual(srv.wait_for(2, 6 * SLOW), 2)
@@ -313,13 +313,17 @@ class Nginx(TlsCase):
         self.assertEqual(n.wait_count(1), 1)
         self.assertEqual(n.lines()[0][3], "TLSv1.3")
 
-    def test_several_tokens_one_connection(self):
+    def test_several_tokens_at_once(self):
         n = self.nginx()
         tokens = ["tok-%d-abcdefgh" % i for i in range(3)]
         r = self.run_bin(["--cacert", pki().ca, "-w", "0", "-u", n.url] + tokens, message())
         self.assertDone(r)
         self.assertEqual(n.wait_count(3), 3)
-        self.assertEqual([ln[-1] for ln in n.lines()], ["1", "2", "3"])
+        # a run's POSTs go out at once: over HTTP/1.1 on up to three
+        # connections (one answered first may carry the next)
+        self.assertEqual(len(n.lines()), 3)
+        self.assertLessEqual(sum(ln[-1] == "1" for ln in n.lines()), 3)
+        self.assertGreaterEqual(sum(ln[-1] == "1" for ln in n.lines()), 1)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def owed_gone(w):
     for pid in w.leftovers():
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if b"--owed-child" in f.read().split(b"\0"):
+                if b"--trailing-child" in f.read().split(b"\0"):
                     return False
         except OSError:
             pass

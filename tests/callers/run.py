@@ -226,10 +226,15 @@ def dump_logs(world, tap):
 # ================================================================ trailing
 
 def trailing_check(w, tap, srv, name, deliver):
-    """The default window (10 s): a second message inside it starts a
-    trailing push that outlives the run.  The caller must not wait for it.
-    deliver(subject) delivers one message through the caller and returns
-    how long the caller took, or None when that cannot be seen."""
+    """The default rate limit (a bucket of 3 pushes, one back every 10 s):
+    a reply 2 s after a push (an automatic message, say a read receipt,
+    then the answer) is pushed at once, and so is a third message a second
+    later; a fourth finds the bucket empty and starts a trailing push that
+    outlives the run, due when the bucket has a push again, 10 s after the
+    first.
+    The caller must not wait for it.  deliver(subject) delivers one
+    message through the caller and returns how long the caller took, or
+    None when that cannot be seen."""
     w.set_window(10)
     try:
         base = len(srv.requests)
@@ -238,29 +243,41 @@ def trailing_check(w, tap, srv, name, deliver):
         tap.ok(ok1, "%s, window 10 s: the first message is pushed at once"
                % name, "pushes: %d" % (len(srv.requests) - base))
         t_a = srv.requests[base].time if ok1 else time.time()
-        time.sleep(max(0, t_a + 1 - time.time()))
+        for i, subject in enumerate(("trailing B", "trailing C"), 2):
+            time.sleep(max(0, t_a + i - time.time()))
+            t = time.time()
+            deliver(subject)
+            n = srv.wait_for(base + i, 5)
+            delay = srv.requests[base + i - 1].time - t if n >= base + i else -1
+            tap.ok(n >= base + i and delay < 3,
+                   "%s: message %d, %d s after the first: pushed at once"
+                   % (name, i, i),
+                   "pushes %d, delivery->push %.2f s" % (n - base, delay))
+            tap.info("%s: message %d, %d s after the first: delivery->push %.2f s"
+                     % (name, i, i, delay))
+        time.sleep(max(0, t_a + 4 - time.time()))
         runs_before = len(w.runs())
-        took = deliver("trailing B")
+        took = deliver("trailing D")
         wait_until(lambda: len(w.runs()) > runs_before, 15)
-        run_b = w.runs()[runs_before] if len(w.runs()) > runs_before else None
-        tap.ok(run_b is not None and run_b[2] == 0 and
-               run_b[1] - run_b[0] < 3 and len(srv.requests) == base + 1,
-               "%s: a second message inside the window: deltachat-push "
+        run_d = w.runs()[runs_before] if len(w.runs()) > runs_before else None
+        tap.ok(run_d is not None and run_d[2] == 0 and
+               run_d[1] - run_d[0] < 3 and len(srv.requests) == base + 3,
+               "%s: a fourth message, the bucket empty: deltachat-push "
                "exits 0 at once, no push yet" % name,
-               "run: %r, pushes: %d" % (run_b, len(srv.requests) - base))
+               "run: %r, pushes: %d" % (run_d, len(srv.requests) - base))
         if took is not None:
             tap.ok(took < 3, "%s: the caller is not held up by the "
                    "trailing push left behind" % name,
                    "the caller took %.2f s" % took)
-            tap.info("%s: caller took %.2f s for the message inside the "
-                     "window" % (name, took))
-        n = srv.wait_for(base + 2, 15)
-        delay = srv.requests[base + 1].time - t_a if n >= base + 2 else -1
-        tap.ok(n >= base + 2 and 8 <= delay <= 13,
+            tap.info("%s: caller took %.2f s for the message that found "
+                     "the bucket empty" % (name, took))
+        n = srv.wait_for(base + 4, 15)
+        delay = srv.requests[base + 3].time - t_a if n >= base + 4 else -1
+        tap.ok(n >= base + 4 and 8 <= delay <= 13,
                "%s: the trailing push arrives about 10 s after the first"
                % name, "pushes %d, delay %.1f s" % (n - base, delay))
         time.sleep(0.5)
-        tap.ok(len(srv.requests) == base + 2, "%s: two pushes in all" % name,
+        tap.ok(len(srv.requests) == base + 4, "%s: four pushes in all" % name,
                "pushes %d" % (len(srv.requests) - base))
         gone = wait_until(lambda: not w.leftovers(), 5)
         tap.ok(gone, "%s: no deltachat-push process left once the trailing "
@@ -1040,6 +1057,8 @@ def scenario_systemd(w, tap):
     tap.ok("Restart=always" in text, "unit restarts getmail always")
     tap.ok("ExecStart=/usr/bin/getmail --rcfile %i --idle INBOX" in text,
            "unit runs getmail --rcfile %i --idle INBOX")
+    tap.ok("ExecStartPre=-/usr/bin/deltachat-push --resume" in text,
+           "unit resumes orphaned pushes before it starts getmail")
     # --man=no: the Documentation= man pages need not be installed here.
     r = w.procs.run(["systemd-analyze", "verify", "--man=no", unit],
                     env=w.env(), timeout=50)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The run's decisions (lib/dcp-plan.c), exhaustively where the inputs are
- * few: what to do per token, what an answer means in each retry mode, the
- * caller-mode cap, and the owed push's schedule. */
+ * few: the retry mode, the caller-mode cap, and the owed push's
+ * schedule. */
 #include <glib.h>
 
 #include "dcp-error.h"
@@ -9,76 +9,6 @@
 
 #define SEC G_GINT64_CONSTANT (1000000)
 #define T0 G_GINT64_CONSTANT (1795320000123456)
-#define W (10 * SEC)
-
-static DcpSlotKind
-plan (gboolean gone, gint64 last, gboolean pending, gboolean owed, gboolean trailing)
-{
-  DcpTokenFacts f = { gone, last, pending, owed };
-  return dcp_plan_token (&f, T0, W, trailing);
-}
-
-static void
-test_token_outside_window (void)
-{
-  g_assert_cmpint (plan (FALSE, -1, FALSE, FALSE, TRUE), ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (plan (FALSE, T0 - W, FALSE, FALSE, TRUE), ==, DCP_SLOT_PUSH);
-  /* a stale pending mark changes nothing outside the window */
-  g_assert_cmpint (plan (FALSE, T0 - W, TRUE, FALSE, TRUE), ==, DCP_SLOT_PUSH);
-  /* a live owed push covers the message */
-  g_assert_cmpint (plan (FALSE, -1, FALSE, TRUE, TRUE), ==, DCP_SLOT_OWED);
-  g_assert_cmpint (plan (FALSE, -1, FALSE, TRUE, FALSE), ==, DCP_SLOT_OWED);
-  /* gone wins over everything */
-  g_assert_cmpint (plan (TRUE, T0 - SEC, TRUE, TRUE, TRUE), ==, DCP_SLOT_GONE);
-}
-
-static void
-test_token_inside_window (void)
-{
-  g_assert_cmpint (plan (FALSE, T0 - SEC, FALSE, FALSE, TRUE), ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (plan (FALSE, T0 - SEC, TRUE, FALSE, TRUE), ==, DCP_SLOT_COVERED);
-  g_assert_cmpint (plan (FALSE, T0 - SEC, FALSE, FALSE, FALSE), ==, DCP_SLOT_LIMITED);
-  /* an owed push's try in flight: the message gets a trailing push,
-   * which an owed push still alive after the try covers in its turn */
-  g_assert_cmpint (plan (FALSE, T0 - SEC, FALSE, TRUE, TRUE), ==, DCP_SLOT_TRAILING);
-  /* the clock stepped back far: push */
-  g_assert_cmpint (plan (FALSE, T0 + 3 * SEC, FALSE, FALSE, TRUE), ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (plan (FALSE, T0 + SEC, FALSE, FALSE, TRUE), ==, DCP_SLOT_TRAILING);
-}
-
-static void
-test_token_no_window (void)
-{
-  DcpTokenFacts f = { FALSE, T0 - SEC, FALSE, FALSE };
-
-  g_assert_cmpint (dcp_plan_token (&f, T0, 0, TRUE), ==, DCP_SLOT_PUSH);
-  f.owed_live = TRUE;
-  g_assert_cmpint (dcp_plan_token (&f, T0, 0, TRUE), ==, DCP_SLOT_OWED);
-}
-
-static void
-test_after (void)
-{
-  static const struct {
-    DcpHttpOutcome out;
-    DcpRetryMode mode;
-    gboolean state;
-    DcpAfter after;
-  } cases[] = {
-    { DCP_HTTP_OK, DCP_RETRY_BACKGROUND, TRUE, DCP_AFTER_DONE },
-    { DCP_HTTP_OK, DCP_RETRY_CALLER, FALSE, DCP_AFTER_DONE },
-    { DCP_HTTP_GONE, DCP_RETRY_BACKGROUND, TRUE, DCP_AFTER_GONE },
-    { DCP_HTTP_GONE, DCP_RETRY_CALLER, FALSE, DCP_AFTER_GONE },
-    { DCP_HTTP_FAILED, DCP_RETRY_BACKGROUND, TRUE, DCP_AFTER_OWE },
-    { DCP_HTTP_FAILED, DCP_RETRY_BACKGROUND, FALSE, DCP_AFTER_DROP },
-    { DCP_HTTP_FAILED, DCP_RETRY_CALLER, TRUE, DCP_AFTER_CALLER },
-    { DCP_HTTP_FAILED, DCP_RETRY_CALLER, FALSE, DCP_AFTER_DROP },
-  };
-
-  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
-    g_assert_cmpint (dcp_plan_after (cases[i].out, cases[i].mode, cases[i].state), ==,
-                     cases[i].after);
-}
 
 static void
 test_retry_mode (void)
@@ -117,7 +47,11 @@ test_schedule_relays (void)
   g_assert_cmpint (dcp_schedule_next (&s, T0, 0), ==, T0);
   for (guint tries = 1; tries <= G_N_ELEMENTS (steps); tries++)
     g_assert_cmpint (dcp_schedule_next (&s, T0, tries), ==, T0 + steps[tries - 1] * SEC);
-  g_assert_cmpint (dcp_schedule_next (&s, T0, 5), ==, -1);
+  /* then every 4096 s, the last try at 5 hours */
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 5), ==, T0 + 8192 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 7), ==, T0 + 16384 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 8), ==, T0 + 5 * 3600 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 9), ==, -1);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 100), ==, -1);
   g_assert_false (dcp_schedule_expired (&s, T0, T0 + 5 * 3600 * SEC - 1));
   g_assert_true (dcp_schedule_expired (&s, T0, T0 + 5 * 3600 * SEC));
@@ -128,8 +62,9 @@ static void
 test_schedule_parse (void)
 {
   static const gchar *const bad[]
-      = { "",  "0",  "1,1", "2,1",   "1,,2",
-          "x", "-1", "1.5", "18001", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17" };
+      = { "",      "0",   "1,1",    "2,1",   "1,,2",
+          "x",     "-1",  "1.5",    "18001", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17",
+          "1,2+1", "1+x", "1+18001" };
   g_autoptr (GError) error = NULL;
   DcpSchedule s;
 
@@ -138,7 +73,13 @@ test_schedule_parse (void)
   g_assert_cmpuint (s.n, ==, 3);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 3), ==, T0 + 4 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, -1);
-  g_assert_cmpint (s.give_up, ==, DCP_SCHEDULE_GIVE_UP);
+  g_assert_cmpint (s.give_up, ==, 4);
+  /* "+END": the last step again until END */
+  g_assert_true (dcp_schedule_parse ("1,2,4+14", &s, &error));
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, T0 + 8 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 5), ==, T0 + 12 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 6), ==, T0 + 14 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 7), ==, -1);
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
     {
       g_assert_false (dcp_schedule_parse (bad[i], &s, &error));
@@ -149,26 +90,10 @@ test_schedule_parse (void)
     }
 }
 
-static void
-test_kind_strings (void)
-{
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_PUSH), ==, "notify");
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_TRAILING), ==, "trailing");
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_COVERED), ==, "covered");
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_LIMITED), ==, "rate-limited");
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_GONE), ==, "gone");
-  g_assert_cmpstr (dcp_slot_kind_to_string (DCP_SLOT_OWED), ==, "owed");
-}
-
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/plan/token/outside-window", test_token_outside_window);
-  g_test_add_func ("/plan/token/inside-window", test_token_inside_window);
-  g_test_add_func ("/plan/token/no-window", test_token_no_window);
-  g_test_add_func ("/plan/token/kind-strings", test_kind_strings);
-  g_test_add_func ("/plan/after", test_after);
   g_test_add_func ("/plan/retry-mode", test_retry_mode);
   g_test_add_func ("/plan/cap", test_cap);
   g_test_add_func ("/plan/schedule/relays", test_schedule_relays);

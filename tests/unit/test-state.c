@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Per-token state on disk, driven by a clock of our own: the rate limit,
- * trailing pushes, rollback, gone marks, retry records, what the files look
- * like, that planted symlinks are never followed, and that N processes
- * claiming at once get exactly one push and one trailing push. */
+/* Per-token state on disk, driven by a clock of our own: the machine's
+ * state round-tripped through the files, a live owner told from a dead
+ * one, gone marks, retry records, what the files look like, that planted
+ * symlinks are never followed, and that N processes reading a message at
+ * once get exactly the bucket's pushes and one trailing push. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -17,6 +18,7 @@
 #include <glib/gstdio.h>
 
 #include "dcp-error.h"
+#include "dcp-machine.h"
 #include "dcp-state.h"
 #include "dcp-token.h"
 
@@ -24,6 +26,19 @@
 #define T0 G_GINT64_CONSTANT (1795320000123456)
 #define SEC G_USEC_PER_SEC
 #define W (60 * SEC)
+
+static const DcpSchedule *
+relays (void)
+{
+  static DcpSchedule schedule;
+  dcp_schedule_init (&schedule);
+  return &schedule;
+}
+
+#define CONFIG(burst)                                                                              \
+  {                                                                                                \
+    W, burst, 10 * SEC, TRUE, relays ()                                                            \
+  }
 
 #define TOKEN "openpgp:v1/Zq+Rw==TOKENtext"
 
@@ -74,62 +89,63 @@ fixture_teardown (Fixture *f, gconstpointer data)
 
 /* ---------------------------------------------------------------- helpers */
 
-static DcpSlot
-claim (Fixture *f, const gchar *token, gint64 now, gint64 window, gboolean trailing)
-{
-  g_autoptr (GError) error = NULL;
-  DcpSlot slot;
-
-  memset (&slot, 0x55, sizeof slot);
-  g_assert_true (dcp_state_claim (f->state, token, now, window, trailing, &slot, &error));
-  g_assert_no_error (error);
-  if (slot.kind != DCP_SLOT_TRAILING)
-    g_assert_cmpint (slot.pending_fd, ==, -1);
-  if (slot.kind != DCP_SLOT_PUSH)
-    g_assert_cmpint (slot.claimed, ==, -1);
-  return slot;
-}
-
-static DcpSlot
-peek (Fixture *f, const gchar *token, gint64 now, gint64 window, gboolean trailing)
-{
-  DcpSlot slot;
-
-  memset (&slot, 0x55, sizeof slot);
-  dcp_state_peek (f->state, token, now, window, trailing, &slot);
-  g_assert_cmpint (slot.pending_fd, ==, -1);
-  g_assert_cmpint (slot.claimed, ==, -1);
-  return slot;
-}
-
-static void
-finish (Fixture *f, const gchar *token, const DcpSlot *slot, gboolean pushed, gint64 now,
-        const gchar *result)
-{
-  g_autoptr (GError) error = NULL;
-
-  g_assert_true (dcp_state_finish (f->state, token, slot, pushed, now, result, &error));
-  g_assert_no_error (error);
-}
-
 /* A push at `now` that went through. */
-static void
-push_ok (Fixture *f, const gchar *token, gint64 now)
-{
-  DcpSlot slot = claim (f, token, now, W, TRUE);
 
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-  finish (f, token, &slot, TRUE, now, "200 ok");
+/* Feed one event to the token's machine under its lock, as mda/ does;
+ * a new owner's mark is returned locked in *own (or closed). */
+static DcpActions
+step (Fixture *f, const gchar *token, guint burst, DcpEvent e, int *own)
+{
+  g_autoptr (GError) error = NULL;
+  DcpMachineConfig c = CONFIG (burst);
+  DcpTokenHold h;
+  DcpActions a;
+
+  g_assert_true (dcp_state_hold (f->state, token, &h, &error));
+  g_assert_no_error (error);
+  if (h.m.owned && !h.owner_live)
+    {
+      DcpEvent dead = { DCP_EVENT_DEAD, e.now, FALSE, -1, DCP_HTTP_OK, FALSE };
+      dcp_machine_step (&c, &h.m, &dead, &a);
+    }
+  dcp_machine_step (&c, &h.m, &e, &a);
+  if (a.detach_at >= 0)
+    {
+      int fd = dcp_state_own (f->state, token, &h, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (fd, >=, 0);
+      if (own != NULL)
+        *own = fd;
+      else
+        close (fd);
+    }
+  else
+    g_assert_true (dcp_state_store (f->state, token, &h, &error));
+  g_assert_no_error (error);
+  dcp_state_release (&h);
+  return a;
 }
 
-static DcpTokenStatus
-status_of (Fixture *f, const gchar *token)
+static DcpActions
+read_at (Fixture *f, const gchar *token, gint64 now, int *own)
 {
-  DcpTokenStatus st;
+  DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
+  return step (f, token, 3, e, own);
+}
 
-  memset (&st, 0x55, sizeof st);
-  dcp_state_get_status (f->state, token, &st);
-  return st;
+static DcpActions
+answer (Fixture *f, const gchar *token, gint64 started, gint64 now, DcpHttpOutcome out)
+{
+  DcpEvent e = { DCP_EVENT_ANSWER, now, FALSE, started, out, FALSE };
+  return step (f, token, 3, e, NULL);
+}
+
+static DcpTokenHold
+peek_state (Fixture *f, const gchar *token)
+{
+  DcpTokenHold h;
+  dcp_state_peek (f->state, token, &h);
+  return h;
 }
 
 static gchar *
@@ -170,28 +186,6 @@ list_dir (const gchar *path)
 }
 
 /* Everything about the state directory that a write would change. */
-static gchar *
-snapshot (Fixture *f)
-{
-  const gchar *path = dcp_state_get_path (f->state);
-  g_autoptr (GPtrArray) names = list_dir (path);
-  GString *s = g_string_new (NULL);
-  struct stat st;
-
-  g_assert_cmpint (stat (path, &st), ==, 0);
-  g_string_append_printf (s, ". %ld.%09ld\n", (long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
-  for (guint i = 0; i < names->len; i++)
-    {
-      g_autofree gchar *p = g_build_filename (path, g_ptr_array_index (names, i), NULL);
-      g_assert_cmpint (lstat (p, &st), ==, 0);
-      g_string_append_printf (s, "%s ino=%lu mode=%o size=%ld mtime=%ld.%09ld ctime=%ld.%09ld\n",
-                              (const gchar *) g_ptr_array_index (names, i),
-                              (unsigned long) st.st_ino, st.st_mode, (long) st.st_size,
-                              (long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
-                              (long) st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-    }
-  return g_string_free (s, FALSE);
-}
 
 static gint64
 mtime_us (const gchar *path)
@@ -216,9 +210,9 @@ test_open_permissions (void)
   g_autoptr (GPtrArray) names = NULL;
   mode_t old = umask (0);
   struct stat st;
-  DcpSlot slot, trailing;
   DcpRetry retry = { 0 };
-  gboolean owed;
+  Fixture f = { 0 };
+  int own = -1;
   g_autofree gchar *key = dcp_token_hash ("a message");
 
   g_assert_no_error (error);
@@ -231,11 +225,11 @@ test_open_permissions (void)
   g_assert_cmpint (st.st_mode & 07777, ==, 0700);
 
   /* make every kind of file, with a umask that would let anything through */
-  g_assert_true (dcp_state_claim (state, TOKEN, T0, W, TRUE, &slot, &error));
-  g_assert_true (dcp_state_finish (state, TOKEN, &slot, TRUE, T0, "200 ok", &error));
-  g_assert_true (dcp_state_claim (state, TOKEN, T0 + SEC, W, TRUE, &trailing, &error));
-  g_assert_cmpint (trailing.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_true (dcp_state_claim (state, "other", T0, W, TRUE, &slot, &error));
+  f.state = state;
+  g_assert_true (read_at (&f, TOKEN, T0, NULL).push);
+  g_assert_true (dcp_state_record (state, TOKEN, T0, "200 ok", &error));
+  g_assert_cmpint (read_at (&f, TOKEN, T0 + SEC / 2, &own).why, ==, DCP_WHY_TRAILING);
+  g_assert_true (read_at (&f, "other", T0, NULL).push);
   g_assert_true (dcp_state_set_gone (state, "gone", TRUE, T0, &error));
   retry.failures = 1;
   retry.first = T0;
@@ -252,10 +246,7 @@ test_open_permissions (void)
       g_assert_true (S_ISREG (st.st_mode));
       g_assert_cmpint (st.st_mode & 07777, ==, 0600);
     }
-  g_assert_true (
-      dcp_state_trailing_begin (state, TOKEN, trailing.pending_fd, T0 + W, &slot, &owed, &error));
-  g_assert_no_error (error);
-  close (trailing.pending_fd);
+  close (own);
 
   /* a directory left group/world accessible is tightened on open */
   g_assert_cmpint (chmod (expected, 0755), ==, 0);
@@ -271,7 +262,7 @@ test_open_permissions (void)
 static gboolean
 is_state_name (const gchar *name)
 {
-  static const gchar *const suffixes[] = { ".last", ".lock", ".pending", ".gone", ".result" };
+  static const gchar *const suffixes[] = { ".last", ".lock", ".due", ".full", ".gone", ".result" };
   gsize n = strlen (name);
 
   if (g_str_has_prefix (name, "retry-"))
@@ -312,15 +303,12 @@ test_file_names (Fixture *f, gconstpointer data)
   for (gsize i = 0; i < G_N_ELEMENTS (tokens); i++)
     {
       g_autoptr (GError) error = NULL;
-      DcpSlot slot = claim (f, tokens[i], T0, W, TRUE);
-      DcpSlot trailing;
       DcpRetry retry = { 0 };
       g_autofree gchar *key = dcp_token_hash (tokens[i]);
 
-      finish (f, tokens[i], &slot, TRUE, T0, "200 ok");
-      trailing = claim (f, tokens[i], T0 + SEC, W, TRUE);
-      g_assert_cmpint (trailing.kind, ==, DCP_SLOT_TRAILING);
-      close (trailing.pending_fd);
+      g_assert_true (read_at (f, tokens[i], T0, NULL).push);
+      g_assert_true (dcp_state_record (f->state, tokens[i], T0, "200 ok", &error));
+      g_assert_cmpint (read_at (f, tokens[i], T0 + SEC / 2, NULL).why, ==, DCP_WHY_TRAILING);
       g_assert_true (dcp_state_set_gone (f->state, tokens[i], TRUE, T0, &error));
       retry.done = g_ptr_array_new_with_free_func (g_free);
       g_ptr_array_add (retry.done, g_strdup (key));
@@ -352,478 +340,6 @@ test_file_names (Fixture *f, gconstpointer data)
   cache = list_dir (f->root);
   g_assert_cmpuint (cache->len, ==, 1);
   g_assert_cmpstr (g_ptr_array_index (cache, 0), ==, "deltachat-push");
-}
-
-/* ------------------------------------------------------------------ claim */
-
-static void
-test_claim_first (Fixture *f, gconstpointer data)
-{
-  DcpSlot slot = claim (f, TOKEN, T0, W, TRUE);
-  DcpTokenStatus st;
-
-  (void) data;
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (slot.claimed, ==, T0);
-  g_assert_cmpint (slot.previous, ==, -1);
-  g_assert_cmpint (slot.pending_fd, ==, -1);
-  /* the claim itself is recorded (an in-flight push counts) */
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0);
-  dcp_token_status_clear (&st);
-}
-
-static void
-test_claim_sequence (Fixture *f, gconstpointer data)
-{
-  DcpSlot first, second, third, limited, again, covered;
-  struct stat a, b;
-  g_autofree gchar *pending = state_file (f, TOKEN, ".pending");
-
-  (void) data;
-  first = claim (f, TOKEN, T0, W, TRUE);
-  g_assert_cmpint (first.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (first.claimed, ==, T0);
-  finish (f, TOKEN, &first, TRUE, T0 + SEC, "200 ok");
-
-  /* second inside the window: a trailing push, due when the window ends */
-  second = claim (f, TOKEN, T0 + 10 * SEC, W, TRUE);
-  g_assert_cmpint (second.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (second.due, ==, T0 + W);
-  g_assert_cmpint (second.previous, ==, T0);
-  g_assert_cmpint (second.claimed, ==, -1);
-  g_assert_cmpint (second.pending_fd, >=, 0);
-  g_assert_true (exists_nofollow (pending));
-  g_assert_cmpint (fstat (second.pending_fd, &a), ==, 0);
-  g_assert_cmpuint (a.st_nlink, ==, 1);
-
-  /* third: the live trailing push covers it */
-  third = claim (f, TOKEN, T0 + 20 * SEC, W, TRUE);
-  g_assert_cmpint (third.kind, ==, DCP_SLOT_COVERED);
-  g_assert_cmpint (third.previous, ==, T0);
-
-  /* trailing pushes off: limited, pending or not */
-  limited = claim (f, TOKEN, T0 + 25 * SEC, W, FALSE);
-  g_assert_cmpint (limited.kind, ==, DCP_SLOT_LIMITED);
-
-  /* the trailing process dies: its mark is stale and is replaced */
-  close (second.pending_fd);
-  again = claim (f, TOKEN, T0 + 30 * SEC, W, TRUE);
-  g_assert_cmpint (again.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (again.due, ==, T0 + W);
-  g_assert_cmpint (again.pending_fd, >=, 0);
-  g_assert_cmpint (fstat (again.pending_fd, &b), ==, 0);
-  g_assert_cmpuint (b.st_nlink, ==, 1);
-
-  covered = claim (f, TOKEN, T0 + 31 * SEC, W, TRUE);
-  g_assert_cmpint (covered.kind, ==, DCP_SLOT_COVERED);
-  close (again.pending_fd);
-}
-
-static void
-test_claim_window_boundary (Fixture *f, gconstpointer data)
-{
-  DcpSlot just_inside, trailing, at;
-
-  (void) data;
-  push_ok (f, TOKEN, T0);
-
-  just_inside = claim (f, TOKEN, T0 + W - 1, W, FALSE);
-  g_assert_cmpint (just_inside.kind, ==, DCP_SLOT_LIMITED);
-  trailing = claim (f, TOKEN, T0 + W - 1, W, TRUE);
-  g_assert_cmpint (trailing.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (trailing.due, ==, T0 + W);
-  close (trailing.pending_fd);
-
-  /* now - last == window: the window is over */
-  at = claim (f, TOKEN, T0 + W, W, FALSE);
-  g_assert_cmpint (at.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (at.previous, ==, T0);
-  g_assert_cmpint (at.claimed, ==, T0 + W);
-}
-
-static void
-test_claim_window_zero (Fixture *f, gconstpointer data)
-{
-  g_autofree gchar *last = state_file (f, TOKEN, ".last");
-  g_autofree gchar *pending = state_file (f, TOKEN, ".pending");
-  g_autofree gchar *other_last = state_file (f, "other", ".last");
-  g_autoptr (GPtrArray) names = NULL;
-  g_autofree gchar *hash = dcp_token_hash (TOKEN);
-  g_autofree gchar *lock_name = g_strconcat (hash, ".lock", NULL);
-
-  (void) data;
-  for (int i = 0; i < 5; i++)
-    {
-      DcpSlot slot = claim (f, TOKEN, T0 + i, 0, TRUE);
-      g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-      g_assert_cmpint (slot.claimed, ==, -1);
-      g_assert_cmpint (slot.previous, ==, -1);
-    }
-  g_assert_false (exists_nofollow (last));
-  g_assert_false (exists_nofollow (pending));
-  /* at most the (empty) lock file */
-  names = list_dir (dcp_state_get_path (f->state));
-  for (guint i = 0; i < names->len; i++)
-    g_assert_cmpstr (g_ptr_array_index (names, i), ==, lock_name);
-
-  /* an earlier push recorded with a window is neither in the way nor
-   * overwritten */
-  push_ok (f, "other", T0);
-  for (int i = 1; i < 5; i++)
-    {
-      DcpSlot slot = claim (f, "other", T0 + i, 0, FALSE);
-      g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-      g_assert_cmpint (slot.claimed, ==, -1);
-    }
-  g_assert_cmpint (mtime_us (other_last), ==, T0);
-}
-
-static void
-test_claim_clock_stepped_back (Fixture *f, gconstpointer data)
-{
-  DcpSlot slight, stepped;
-  DcpTokenStatus st;
-
-  (void) data;
-  push_ok (f, TOKEN, T0);
-
-  /* a last push a second in the future: clocks of two runs, tolerated */
-  slight = claim (f, TOKEN, T0 - SEC, W, FALSE);
-  g_assert_cmpint (slight.kind, ==, DCP_SLOT_LIMITED);
-
-  /* ten minutes in the future: the clock was stepped back */
-  stepped = claim (f, TOKEN, T0 - 600 * SEC, W, FALSE);
-  g_assert_cmpint (stepped.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (stepped.previous, ==, T0);
-  g_assert_cmpint (stepped.claimed, ==, T0 - 600 * SEC);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 - 600 * SEC);
-  dcp_token_status_clear (&st);
-}
-
-static void
-test_claim_tokens_independent (Fixture *f, gconstpointer data)
-{
-  DcpSlot a, b;
-
-  (void) data;
-  a = claim (f, "token-a", T0, W, TRUE);
-  b = claim (f, "token-b", T0, W, TRUE);
-  g_assert_cmpint (a.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (b.kind, ==, DCP_SLOT_PUSH);
-}
-
-/* ----------------------------------------------------------------- finish */
-
-static void
-test_finish_rollback (Fixture *f, gconstpointer data)
-{
-  DcpSlot first, next, later;
-  DcpTokenStatus st;
-
-  (void) data;
-  first = claim (f, TOKEN, T0, W, TRUE);
-  g_assert_cmpint (first.kind, ==, DCP_SLOT_PUSH);
-  finish (f, TOKEN, &first, FALSE, T0 + SEC, "error: connection refused");
-
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, -1);
-  g_assert_cmpstr (st.result, ==, "error: connection refused");
-  g_assert_cmpint (st.result_time, ==, T0 + SEC);
-  dcp_token_status_clear (&st);
-
-  /* the failed push does not hold the window */
-  next = claim (f, TOKEN, T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (next.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (next.previous, ==, -1);
-  finish (f, TOKEN, &next, TRUE, T0 + 2 * SEC, "200 ok");
-
-  /* a rollback restores the push before it */
-  later = claim (f, TOKEN, T0 + 2 * SEC + W, W, TRUE);
-  g_assert_cmpint (later.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (later.previous, ==, T0 + 2 * SEC);
-  finish (f, TOKEN, &later, FALSE, T0 + 3 * SEC + W, "HTTP 502");
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + 2 * SEC);
-  g_assert_cmpstr (st.result, ==, "HTTP 502");
-  dcp_token_status_clear (&st);
-}
-
-/* A rollback never erases a newer claim by someone else. */
-static void
-test_finish_rollback_keeps_newer (Fixture *f, gconstpointer data)
-{
-  DcpSlot a, b;
-  DcpTokenStatus st;
-
-  (void) data;
-  a = claim (f, TOKEN, T0, W, TRUE);
-  g_assert_cmpint (a.kind, ==, DCP_SLOT_PUSH);
-  /* A's request hangs past the window; B claims */
-  b = claim (f, TOKEN, T0 + W, W, TRUE);
-  g_assert_cmpint (b.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (b.previous, ==, T0);
-  finish (f, TOKEN, &a, FALSE, T0 + W + SEC, "error: timeout");
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  dcp_token_status_clear (&st);
-  finish (f, TOKEN, &b, TRUE, T0 + W + 2 * SEC, "200 ok");
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  dcp_token_status_clear (&st);
-}
-
-/* A slow push that completes after a newer one never moves the last push
- * back in time (which would let a third push through inside the window). */
-static void
-test_finish_late_push_keeps_newer (Fixture *f, gconstpointer data)
-{
-  DcpSlot a, b, c;
-  DcpTokenStatus st;
-
-  (void) data;
-  a = claim (f, TOKEN, T0, W, TRUE);
-  g_assert_cmpint (a.kind, ==, DCP_SLOT_PUSH);
-  b = claim (f, TOKEN, T0 + W, W, TRUE);
-  g_assert_cmpint (b.kind, ==, DCP_SLOT_PUSH);
-  finish (f, TOKEN, &b, TRUE, T0 + W + SEC, "200 ok");
-  /* A's request finally comes back */
-  finish (f, TOKEN, &a, TRUE, T0 + W + 2 * SEC, "200 ok");
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  dcp_token_status_clear (&st);
-  c = claim (f, TOKEN, T0 + W + 3 * SEC, W, FALSE);
-  g_assert_cmpint (c.kind, ==, DCP_SLOT_LIMITED);
-}
-
-static void
-test_finish_pushed (Fixture *f, gconstpointer data)
-{
-  DcpSlot slot, unlimited;
-  DcpTokenStatus st;
-
-  (void) data;
-  slot = claim (f, TOKEN, T0, W, TRUE);
-  finish (f, TOKEN, &slot, TRUE, T0 + 2 * SEC, "200 ok");
-  st = status_of (f, TOKEN);
-  /* the window counts from when the push started */
-  g_assert_cmpint (st.last, ==, T0);
-  g_assert_cmpint (st.result_time, ==, T0 + 2 * SEC);
-  g_assert_cmpstr (st.result, ==, "200 ok");
-  dcp_token_status_clear (&st);
-
-  /* no result text: the previous one stays */
-  slot = claim (f, TOKEN, T0 + W, W, TRUE);
-  finish (f, TOKEN, &slot, TRUE, T0 + W + SEC, NULL);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  g_assert_cmpstr (st.result, ==, "200 ok");
-  dcp_token_status_clear (&st);
-
-  /* a push made without a window (nothing claimed) is still recorded */
-  unlimited = claim (f, "other", T0, 0, TRUE);
-  g_assert_cmpint (unlimited.claimed, ==, -1);
-  finish (f, "other", &unlimited, TRUE, T0 + 5 * SEC, "200 ok");
-  st = status_of (f, "other");
-  g_assert_cmpint (st.last, ==, T0 + 5 * SEC);
-  dcp_token_status_clear (&st);
-}
-
-/* --------------------------------------------------------- trailing push */
-
-static void
-trailing_begin (Fixture *f, const gchar *token, int fd, gint64 now, DcpSlot *slot, gboolean *owed)
-{
-  g_autoptr (GError) error = NULL;
-
-  memset (slot, 0x55, sizeof *slot);
-  *owed = 42;
-  g_assert_true (dcp_state_trailing_begin (f->state, token, fd, now, slot, owed, &error));
-  g_assert_no_error (error);
-  g_assert_true (*owed == TRUE || *owed == FALSE);
-}
-
-static void
-test_trailing_owed (Fixture *f, gconstpointer data)
-{
-  DcpSlot t, slot, next;
-  DcpTokenStatus st;
-  gboolean owed;
-
-  (void) data;
-  push_ok (f, TOKEN, T0);
-  t = claim (f, TOKEN, T0 + 10 * SEC, W, TRUE);
-  g_assert_cmpint (t.kind, ==, DCP_SLOT_TRAILING);
-
-  trailing_begin (f, TOKEN, t.pending_fd, T0 + W, &slot, &owed);
-  g_assert_true (owed);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (slot.claimed, ==, T0 + W);
-  g_assert_cmpint (slot.previous, ==, T0);
-  st = status_of (f, TOKEN);
-  g_assert_false (st.pending);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  dcp_token_status_clear (&st);
-
-  /* from here on a new message in the window schedules a new trailing push */
-  next = claim (f, TOKEN, T0 + W + SEC, W, TRUE);
-  g_assert_cmpint (next.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (next.due, ==, T0 + 2 * W);
-  close (next.pending_fd);
-
-  finish (f, TOKEN, &slot, TRUE, T0 + W + 2 * SEC, "200 ok");
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  g_assert_cmpstr (st.result, ==, "200 ok");
-  dcp_token_status_clear (&st);
-  close (t.pending_fd);
-}
-
-static void
-test_trailing_not_owed (Fixture *f, gconstpointer data)
-{
-  DcpSlot t, slot;
-  DcpTokenStatus st;
-  gboolean owed;
-
-  (void) data;
-  push_ok (f, TOKEN, T0);
-  t = claim (f, TOKEN, T0 + 10 * SEC, W, TRUE);
-  g_assert_cmpint (t.kind, ==, DCP_SLOT_TRAILING);
-
-  /* somebody else pushed after the mark was made (the window was over) */
-  push_ok (f, TOKEN, T0 + W);
-
-  trailing_begin (f, TOKEN, t.pending_fd, T0 + W + 5 * SEC, &slot, &owed);
-  g_assert_false (owed);
-  g_assert_cmpint (slot.claimed, ==, -1);
-  st = status_of (f, TOKEN);
-  g_assert_false (st.pending);
-  g_assert_cmpint (st.last, ==, T0 + W);
-  dcp_token_status_clear (&st);
-  close (t.pending_fd);
-}
-
-static void
-test_trailing_gone (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  DcpSlot t, slot;
-  gboolean owed;
-
-  (void) data;
-  push_ok (f, TOKEN, T0);
-  t = claim (f, TOKEN, T0 + 10 * SEC, W, TRUE);
-  g_assert_cmpint (t.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, TRUE, T0 + 20 * SEC, &error));
-  trailing_begin (f, TOKEN, t.pending_fd, T0 + W, &slot, &owed);
-  g_assert_false (owed);
-  close (t.pending_fd);
-}
-
-/* The push that started the window failed and was rolled back: no push
- * happened since the pending mark, so the trailing push is still owed. */
-static void
-test_trailing_owed_after_rollback (Fixture *f, gconstpointer data)
-{
-  DcpSlot first, t, slot;
-  gboolean owed;
-
-  (void) data;
-  first = claim (f, TOKEN, T0, W, TRUE);
-  g_assert_cmpint (first.kind, ==, DCP_SLOT_PUSH);
-  t = claim (f, TOKEN, T0 + SEC, W, TRUE);
-  g_assert_cmpint (t.kind, ==, DCP_SLOT_TRAILING);
-  finish (f, TOKEN, &first, FALSE, T0 + 2 * SEC, "error: connection refused");
-
-  trailing_begin (f, TOKEN, t.pending_fd, T0 + W, &slot, &owed);
-  g_assert_true (owed);
-  close (t.pending_fd);
-}
-
-/* ------------------------------------------------------------------- gone */
-
-static void
-test_gone (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  DcpSlot slot;
-  DcpTokenStatus st;
-
-  (void) data;
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, TRUE, T0, &error));
-  g_assert_no_error (error);
-
-  slot = claim (f, TOKEN, T0 + SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_GONE);
-  slot = claim (f, TOKEN, T0 + SEC, 0, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_GONE);
-  slot = peek (f, TOKEN, T0 + SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_GONE);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.gone, ==, T0);
-  g_assert_cmpint (st.last, ==, -1);
-  dcp_token_status_clear (&st);
-  /* other tokens are not affected */
-  slot = claim (f, "other", T0 + SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, FALSE, T0 + 2 * SEC, &error));
-  g_assert_no_error (error);
-  slot = claim (f, TOKEN, T0 + 3 * SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.gone, ==, -1);
-  dcp_token_status_clear (&st);
-
-  /* clearing a mark that is not there is fine */
-  g_assert_true (dcp_state_set_gone (f->state, "never", FALSE, T0, &error));
-  g_assert_no_error (error);
-}
-
-/* ----------------------------------------------------------------- status */
-
-static void
-test_status (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  DcpTokenStatus st;
-  DcpSlot slot, t;
-
-  (void) data;
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, -1);
-  g_assert_cmpint (st.result_time, ==, -1);
-  g_assert_null (st.result);
-  g_assert_false (st.pending);
-  g_assert_false (st.pending_live);
-  g_assert_cmpint (st.due, ==, -1);
-  g_assert_cmpint (st.gone, ==, -1);
-  dcp_token_status_clear (&st);
-
-  slot = claim (f, TOKEN, T0, W, TRUE);
-  finish (f, TOKEN, &slot, TRUE, T0 + SEC, "200 ok");
-  t = claim (f, TOKEN, T0 + 10 * SEC, W, TRUE);
-  g_assert_cmpint (t.kind, ==, DCP_SLOT_TRAILING);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0);
-  g_assert_cmpint (st.result_time, ==, T0 + SEC);
-  g_assert_cmpstr (st.result, ==, "200 ok");
-  g_assert_true (st.pending);
-  g_assert_true (st.pending_live);
-  g_assert_cmpint (st.due, ==, T0 + W);
-  g_assert_cmpint (st.gone, ==, -1);
-  dcp_token_status_clear (&st);
-  g_assert_null (st.result);
-
-  close (t.pending_fd);
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, TRUE, T0 + 20 * SEC, &error));
-  st = status_of (f, TOKEN);
-  g_assert_true (st.pending);
-  g_assert_false (st.pending_live);
-  g_assert_cmpint (st.gone, ==, T0 + 20 * SEC);
-  dcp_token_status_clear (&st);
 }
 
 /* ------------------------------------------------------------------ retry */
@@ -933,65 +449,6 @@ test_retry_many_tokens (Fixture *f, gconstpointer data)
 
 /* ------------------------------------------------------------------- peek */
 
-static void
-test_peek_never_writes (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *before = NULL;
-  g_autofree gchar *after = NULL;
-  DcpSlot live, stale, s;
-
-  (void) data;
-  /* tokens in every state */
-  push_ok (f, "limited", T0);
-  push_ok (f, "covered", T0);
-  live = claim (f, "covered", T0 + SEC, W, TRUE);
-  g_assert_cmpint (live.kind, ==, DCP_SLOT_TRAILING);
-  push_ok (f, "stale", T0);
-  stale = claim (f, "stale", T0 + SEC, W, TRUE);
-  g_assert_cmpint (stale.kind, ==, DCP_SLOT_TRAILING);
-  close (stale.pending_fd);
-  g_assert_true (dcp_state_set_gone (f->state, "gone", TRUE, T0, &error));
-  g_assert_no_error (error);
-
-  before = snapshot (f);
-
-  s = peek (f, "fresh", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (s.previous, ==, -1);
-  s = peek (f, "fresh", T0 + 2 * SEC, 0, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_PUSH);
-
-  s = peek (f, "limited", T0 + 2 * SEC, W, FALSE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_LIMITED);
-  g_assert_cmpint (s.previous, ==, T0);
-  s = peek (f, "limited", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_TRAILING);
-  g_assert_cmpint (s.due, ==, T0 + W);
-  s = peek (f, "limited", T0 + W, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (s.previous, ==, T0);
-  s = peek (f, "limited", T0 - 600 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_PUSH);
-
-  s = peek (f, "covered", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_COVERED);
-  s = peek (f, "stale", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_TRAILING);
-  s = peek (f, "gone", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_GONE);
-
-  /* and again: peeking twice gives the same answer */
-  s = peek (f, "limited", T0 + 2 * SEC, W, FALSE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_LIMITED);
-  s = peek (f, "stale", T0 + 2 * SEC, W, TRUE);
-  g_assert_cmpint (s.kind, ==, DCP_SLOT_TRAILING);
-
-  after = snapshot (f);
-  g_assert_cmpstr (before, ==, after);
-  close (live.pending_fd);
-}
-
 /* --------------------------------------------------------------- symlinks */
 
 static void
@@ -1078,37 +535,6 @@ plant (Fixture *f, const gchar *token, const gchar *suffix, const Target *t)
 }
 
 static void
-test_symlink_last (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  Target t = make_target (f, "target-last");
-  DcpSlot slot;
-  gboolean ok;
-
-  (void) data;
-  plant (f, TOKEN, ".last", &t);
-  ok = dcp_state_claim (f->state, TOKEN, T0, W, TRUE, &slot, &error);
-  g_test_message ("claim over a planted .last: %s", ok      ? "ok"
-                                                    : error ? error->message
-                                                            : "(no error set)");
-  if (ok)
-    {
-      g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-      finish (f, TOKEN, &slot, TRUE, T0, "200 ok");
-    }
-  else
-    g_assert_error (error, DCP_ERROR, DCP_ERROR_STATE);
-  /* a symlink is never taken for a last push */
-  {
-    DcpSlot p = peek (f, TOKEN, T0 + SEC, W, FALSE);
-    g_assert_true (p.kind == DCP_SLOT_PUSH || p.kind == DCP_SLOT_LIMITED);
-    if (p.kind == DCP_SLOT_LIMITED)
-      g_assert_cmpint (p.previous, ==, T0);
-  }
-  assert_target_untouched (&t);
-}
-
-static void
 test_symlink_others (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) e1 = NULL;
@@ -1124,37 +550,52 @@ test_symlink_others (Fixture *f, gconstpointer data)
   g_autofree gchar *key = dcp_token_hash ("a message");
   g_autofree gchar *retry_link = g_build_filename (dcp_state_get_path (f->state), "retry-", NULL);
   g_autofree gchar *retry_path = g_strconcat (retry_link, key, NULL);
+  Target last = make_target (f, "target-last");
+  Target full = make_target (f, "target-full");
   DcpRetry r = { 0 }, loaded = { 0 };
-  DcpSlot slot;
+  DcpTokenHold h;
 
   (void) data;
   /* the lock */
   plant (f, "t-lock", ".lock", &lock);
-  g_assert_false (dcp_state_claim (f->state, "t-lock", T0, W, TRUE, &slot, &e1));
+  g_assert_false (dcp_state_hold (f->state, "t-lock", &h, &e1));
   g_assert_nonnull (e1);
   assert_target_untouched (&lock);
 
-  /* the result, written by finish */
+  /* the result */
   plant (f, "t-result", ".result", &result);
-  slot = claim (f, "t-result", T0, W, TRUE);
-  (void) dcp_state_finish (f->state, "t-result", &slot, TRUE, T0, "200 ok", &e2);
+  (void) dcp_state_record (f->state, "t-result", T0, "200 ok", &e2);
   assert_target_untouched (&result);
 
   /* the gone mark: a symlink does not mark a token gone, and is not
    * written through */
   plant (f, "t-gone", ".gone", &gone);
-  slot = peek (f, "t-gone", T0, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
+  h = peek_state (f, "t-gone");
+  g_assert_false (h.m.gone);
   (void) dcp_state_set_gone (f->state, "t-gone", TRUE, T0, &e3);
   assert_target_untouched (&gone);
 
-  /* the pending mark */
-  push_ok (f, "t-pending", T0);
-  plant (f, "t-pending", ".pending", &pending);
-  if (dcp_state_claim (f->state, "t-pending", T0 + SEC, W, TRUE, &slot, &e4)
-      && slot.pending_fd >= 0)
-    close (slot.pending_fd);
+  /* the mark, the bucket and the last push: never read or written
+   * through a symlink */
+  plant (f, "t-due", ".due", &pending);
+  plant (f, "t-due", ".last", &last);
+  plant (f, "t-due", ".full", &full);
+  h = peek_state (f, "t-due");
+  g_assert_cmpint (h.m.last, ==, -1);
+  g_assert_cmpint (h.m.full_at, ==, -1);
+  g_assert_cmpint (h.m.wanted, ==, -1);
+  if (dcp_state_hold (f->state, "t-due", &h, &e4))
+    {
+      DcpMachineConfig c = CONFIG (3);
+      DcpEvent e = { DCP_EVENT_READ, T0, FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpActions a;
+      dcp_machine_step (&c, &h.m, &e, &a);
+      (void) dcp_state_store (f->state, "t-due", &h, NULL);
+      dcp_state_release (&h);
+    }
   assert_target_untouched (&pending);
+  assert_target_untouched (&last);
+  assert_target_untouched (&full);
 
   /* a retry record */
   g_assert_cmpint (symlink (retry.path, retry_path), ==, 0);
@@ -1168,7 +609,115 @@ test_symlink_others (Fixture *f, gconstpointer data)
   dcp_retry_clear (&r);
 }
 
-/* -------------------------------------------------------- the lock, races */
+/* ------------------------------------------------------ machine on disk */
+
+static void
+test_round_trip (Fixture *f, gconstpointer data)
+{
+  DcpTokenHold h;
+  DcpActions a;
+  int own = -1;
+
+  (void) data;
+  /* a push, then one within the second: a trailing push due at its end */
+  a = read_at (f, TOKEN, T0, NULL);
+  g_assert_true (a.push);
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.last, ==, T0);
+  g_assert_cmpint (h.m.full_at, ==, T0 + W);
+  g_assert_cmpint (h.m.wanted, ==, T0);
+  g_assert_cmpint (h.m.flight, ==, T0);
+  a = read_at (f, TOKEN, T0 + SEC / 2, &own);
+  g_assert_cmpint (a.detach_at, ==, T0 + SEC);
+  h = peek_state (f, TOKEN);
+  g_assert_true (h.m.owned);
+  g_assert_true (h.owner_live); /* we hold its mark */
+  g_assert_cmpint (h.m.due, ==, T0 + SEC);
+  g_assert_cmpint (h.m.wanted, ==, T0 + SEC / 2);
+  /* the owner dies: seen as such, and the next message takes it over */
+  close (own);
+  h = peek_state (f, TOKEN);
+  g_assert_true (h.m.owned);
+  g_assert_false (h.owner_live);
+  a = read_at (f, TOKEN, T0 + 2 * SEC, NULL);
+  g_assert_true (a.push);
+  h = peek_state (f, TOKEN);
+  g_assert_false (h.m.owned);
+  /* answered: nothing is left, and the mark is gone */
+  a = answer (f, TOKEN, T0 + 2 * SEC, T0 + 3 * SEC, DCP_HTTP_OK);
+  a = answer (f, TOKEN, T0, T0 + 3 * SEC, DCP_HTTP_OK);
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.wanted, ==, -1);
+  g_assert_cmpint (h.m.flight, ==, -1);
+  g_assert_false (exists_nofollow (state_file (f, TOKEN, ".due")));
+  g_assert_cmpint (h.m.full_at, ==, T0 + 2 * W);
+}
+
+static void
+test_owed_on_disk (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) tokens = NULL;
+  DcpTokenHold h;
+  DcpActions a;
+  int own = -1;
+
+  (void) data;
+  g_assert_true (read_at (f, TOKEN, T0, NULL).push);
+  a = answer (f, TOKEN, T0, T0 + SEC, DCP_HTTP_FAILED);
+  g_assert_true (a.owed);
+  g_assert_cmpint (a.detach_at, ==, T0 + SEC + 8 * SEC);
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.owed_first, ==, T0 + SEC);
+  g_assert_cmpuint (h.m.tries, ==, 1);
+  /* the mark holds the token, for --resume */
+  tokens = dcp_state_marked_tokens (f->state);
+  g_assert_cmpuint (tokens->len, ==, 1);
+  g_assert_cmpstr (g_ptr_array_index (tokens, 0), ==, TOKEN);
+  /* its owner was never started: a run takes it over */
+  a = read_at (f, TOKEN, T0 + 30 * SEC, &own);
+  g_assert_cmpint (a.why, ==, DCP_WHY_OWED);
+  g_assert_true (a.push || a.detach_at >= 0);
+  if (own >= 0)
+    close (own);
+}
+
+static void
+test_gone (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  DcpTokenHold h;
+
+  (void) data;
+  g_assert_true (read_at (f, TOKEN, T0, NULL).push);
+  answer (f, TOKEN, T0, T0 + SEC, DCP_HTTP_GONE);
+  h = peek_state (f, TOKEN);
+  g_assert_true (h.m.gone);
+  g_assert_cmpint (dcp_state_gone_since (f->state, TOKEN), >=, 0);
+  g_assert_cmpint (read_at (f, TOKEN, T0 + 2 * SEC, NULL).why, ==, DCP_WHY_GONE);
+  /* other tokens are not affected */
+  g_assert_true (read_at (f, "other", T0 + SEC, NULL).push);
+  g_assert_true (dcp_state_set_gone (f->state, TOKEN, FALSE, T0 + 2 * SEC, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (dcp_state_gone_since (f->state, TOKEN), ==, -1);
+  g_assert_true (read_at (f, TOKEN, T0 + 3 * SEC, NULL).push);
+  /* clearing a mark that is not there is fine */
+  g_assert_true (dcp_state_set_gone (f->state, "never", FALSE, T0, &error));
+  g_assert_no_error (error);
+}
+
+/* A mark written by a crash mid-write: a push is wanted, nothing lost. */
+static void
+test_damaged_mark (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *mark = state_file (f, TOKEN, ".due");
+  DcpTokenHold h;
+
+  (void) data;
+  g_assert_true (g_file_set_contents (mark, "12 x", -1, NULL));
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.wanted, >=, 0);
+  g_assert_true (read_at (f, TOKEN, T0, NULL).push);
+}
 
 typedef struct {
   int fd;
@@ -1191,7 +740,6 @@ test_lock_waits (Fixture *f, gconstpointer data)
   g_autofree gchar *lock = state_file (f, TOKEN, ".lock");
   Holder h = { .ms = 30 };
   GThread *thread;
-  DcpSlot slot;
   gint64 start;
 
   (void) data;
@@ -1200,11 +748,12 @@ test_lock_waits (Fixture *f, gconstpointer data)
   g_assert_cmpint (flock (h.fd, LOCK_EX), ==, 0);
   start = g_get_monotonic_time ();
   thread = g_thread_new ("holder", release_later, &h);
-  slot = claim (f, TOKEN, T0, W, TRUE);
+  g_assert_true (read_at (f, TOKEN, T0, NULL).push);
   g_assert_cmpint (g_get_monotonic_time () - start, >=, 20 * 1000);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
   g_thread_join (thread);
 }
+
+/* ----------------------------------------------------------------- races */
 
 static gboolean
 read_all (int fd, gchar *buf, gsize len)
@@ -1240,13 +789,20 @@ wait_eof (int fd)
 
 /* RACERS processes claim the same token at the same instant (all released
  * by one close()); each reports its slot kind as one character. */
+
+#define RACERS 20
+
+/* RACERS processes read a message for the same token at the same instant
+ * (all released by one close()); each reports what its machine said as
+ * one character: P push, T trailing (it then holds the mark until all
+ * are done), C covered. */
 static void
-race (Fixture *f, gint64 now, gboolean trailing, guint expected[5])
+race (Fixture *f, gint64 now, guint burst, guint expected[3])
 {
   int barrier[2], results[2], release[2];
   pid_t pids[RACERS];
   gchar kinds[RACERS];
-  guint counts[5] = { 0 };
+  guint counts[3] = { 0 };
 
   g_assert_cmpint (pipe (barrier), ==, 0);
   g_assert_cmpint (pipe (results), ==, 0);
@@ -1258,24 +814,42 @@ race (Fixture *f, gint64 now, gboolean trailing, guint expected[5])
       g_assert_cmpint (pids[i], >=, 0);
       if (pids[i] == 0)
         {
+          DcpMachineConfig c = CONFIG (burst);
+          DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
           DcpState *state;
-          DcpSlot slot;
-          gchar c;
+          DcpTokenHold h;
+          DcpActions a;
+          gchar ch = 'E';
+          int own = -1;
 
           close (barrier[1]);
           close (results[0]);
           close (release[1]);
           state = dcp_state_open (f->root, NULL);
           wait_eof (barrier[0]);
-          if (state == NULL || !dcp_state_claim (state, TOKEN, now, W, trailing, &slot, NULL))
-            c = 'E';
-          else
-            c = '0' + slot.kind;
-          if (write (results[1], &c, 1) != 1)
+          if (state != NULL && dcp_state_hold (state, TOKEN, &h, NULL))
+            {
+              if (h.m.owned && !h.owner_live)
+                {
+                  DcpEvent dead = { DCP_EVENT_DEAD, now, FALSE, -1, DCP_HTTP_OK, FALSE };
+                  dcp_machine_step (&c, &h.m, &dead, &a);
+                }
+              dcp_machine_step (&c, &h.m, &e, &a);
+              if (a.detach_at >= 0)
+                own = dcp_state_own (state, TOKEN, &h, NULL);
+              else
+                (void) dcp_state_store (state, TOKEN, &h, NULL);
+              dcp_state_release (&h);
+              ch = a.push                         ? 'P'
+                   : a.detach_at >= 0 && own >= 0 ? 'T'
+                   : a.why == DCP_WHY_COVERED     ? 'C'
+                                                  : 'E';
+            }
+          if (write (results[1], &ch, 1) != 1)
             _exit (2);
-          /* a trailing push lives (and holds its mark) until all are done */
+          /* an owner lives (and holds its mark) until all are done */
           wait_eof (release[0]);
-          _exit (c == 'E' ? 1 : 0);
+          _exit (ch == 'E' ? 1 : 0);
         }
     }
   close (barrier[0]);
@@ -1293,52 +867,43 @@ race (Fixture *f, gint64 now, gboolean trailing, guint expected[5])
       g_assert_cmpint (waitpid (pids[i], &status, 0), ==, pids[i]);
       g_assert_true (WIFEXITED (status));
       g_assert_cmpint (WEXITSTATUS (status), ==, 0);
+      counts[kinds[i] == 'P' ? 0 : kinds[i] == 'T' ? 1 : 2]++;
     }
-  for (int i = 0; i < RACERS; i++)
-    {
-      g_assert_cmpint (kinds[i], >=, '0');
-      g_assert_cmpint (kinds[i], <=, '4');
-      counts[kinds[i] - '0']++;
-    }
-  g_test_message ("push %u trailing %u covered %u limited %u gone %u", counts[0], counts[1],
-                  counts[2], counts[3], counts[4]);
-  for (int k = 0; k < 5; k++)
+  g_test_message ("push %u trailing %u covered %u", counts[0], counts[1], counts[2]);
+  for (int k = 0; k < 3; k++)
     g_assert_cmpuint (counts[k], ==, expected[k]);
 }
 
+/* One instant: one push (the next is a second away), one trailing push. */
 static void
 test_race_fresh (Fixture *f, gconstpointer data)
 {
-  guint expected[5] = { 1, 1, RACERS - 2, 0, 0 };
-  DcpTokenStatus st;
+  guint expected[3] = { 1, 1, RACERS - 2 };
+  DcpTokenHold h;
 
   (void) data;
-  race (f, T0, TRUE, expected);
-  st = status_of (f, TOKEN);
-  g_assert_cmpint (st.last, ==, T0);
-  g_assert_true (st.pending);
-  g_assert_false (st.pending_live); /* its process is gone */
-  g_assert_cmpint (st.due, ==, T0 + W);
-  dcp_token_status_clear (&st);
+  race (f, T0, 3, expected);
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.last, ==, T0);
+  g_assert_true (h.m.owned);
+  g_assert_false (h.owner_live); /* its process is gone */
+  g_assert_cmpint (h.m.due, ==, T0 + SEC);
 }
 
+/* The bucket empty: no push, one trailing push when it has one. */
 static void
-test_race_inside_window (Fixture *f, gconstpointer data)
+test_race_bucket_empty (Fixture *f, gconstpointer data)
 {
-  guint expected[5] = { 0, 1, RACERS - 1, 0, 0 };
+  guint expected[3] = { 0, 1, RACERS - 1 };
+  DcpTokenHold h;
 
   (void) data;
-  push_ok (f, TOKEN, T0);
-  race (f, T0 + 10 * SEC, TRUE, expected);
-}
-
-static void
-test_race_no_trailing (Fixture *f, gconstpointer data)
-{
-  guint expected[5] = { 1, 0, 0, RACERS - 1, 0 };
-
-  (void) data;
-  race (f, T0, FALSE, expected);
+  g_assert_true (read_at (f, TOKEN, T0, NULL).push);
+  g_assert_true (read_at (f, TOKEN, T0 + 2 * SEC, NULL).push);
+  g_assert_true (read_at (f, TOKEN, T0 + 4 * SEC, NULL).push);
+  race (f, T0 + 10 * SEC, 3, expected);
+  h = peek_state (f, TOKEN);
+  g_assert_cmpint (h.m.due, ==, T0 + W);
 }
 
 /* ---------------------------------------------------------------- devices */
@@ -1461,104 +1026,6 @@ test_device_cap_and_damage (Fixture *f, gconstpointer data)
 
 /* ---------------------------------------------------------------- owed */
 
-static int
-owe (Fixture *f, gint64 first, guint tries)
-{
-  g_autoptr (GError) error = NULL;
-  DcpOwed o = { first, tries, first + 8 * SEC, 4242 };
-  int fd = -2;
-
-  g_assert_true (dcp_state_owe (f->state, TOKEN, &o, &fd, &error));
-  g_assert_no_error (error);
-  return fd;
-}
-
-static void
-test_owed_covers (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  DcpTokenStatus st = { 0 };
-  DcpOwed o;
-  DcpSlot slot;
-  int fd;
-
-  (void) data;
-  fd = owe (f, T0, 1);
-  g_assert_cmpint (fd, >=, 0);
-  g_assert_true (dcp_state_owed_read (fd, &o, &error));
-  g_assert_cmpint (o.first, ==, T0);
-  g_assert_cmpuint (o.tries, ==, 1);
-  g_assert_cmpint (o.next, ==, T0 + 8 * SEC);
-  g_assert_cmpint (o.pid, ==, 4242);
-  /* while it lives, messages are covered, and no second mark is made */
-  slot = claim (f, TOKEN, T0 + SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_OWED);
-  g_assert_cmpint (owe (f, T0 + SEC, 1), ==, -1);
-  dcp_state_get_status (f->state, TOKEN, &st);
-  g_assert_true (st.owed && st.owed_live);
-  g_assert_cmpuint (st.owed_mark.tries, ==, 1);
-  dcp_token_status_clear (&st);
-  /* its try is claimed like a push: a message now gets a trailing push */
-  g_assert_true (dcp_state_owed_try (f->state, TOKEN, T0 + 8 * SEC, &slot, &error));
-  g_assert_cmpint (slot.claimed, ==, T0 + 8 * SEC);
-  g_assert_cmpint (claim (f, TOKEN, T0 + 9 * SEC, W, TRUE).kind, ==, DCP_SLOT_TRAILING);
-  dcp_state_owed_end (f->state, TOKEN, fd);
-  dcp_state_get_status (f->state, TOKEN, &st);
-  g_assert_false (st.owed);
-  dcp_token_status_clear (&st);
-}
-
-static void
-test_owed_stale_taken_over (Fixture *f, gconstpointer data)
-{
-  DcpTokenStatus st = { 0 };
-  DcpSlot slot, again;
-  int fd;
-
-  (void) data;
-  fd = owe (f, T0, 2);
-  close (fd); /* its process died */
-  slot = claim (f, TOKEN, T0 + 100 * SEC, W, TRUE);
-  g_assert_cmpint (slot.kind, ==, DCP_SLOT_PUSH);
-  g_assert_cmpint (slot.owed_fd, >=, 0);
-  g_assert_cmpint (slot.owed.first, ==, T0);
-  g_assert_cmpuint (slot.owed.tries, ==, 2);
-  /* the dead process's pid is gone from the mark: no run may signal
-   * whatever process has that pid now */
-  g_assert_cmpint (slot.owed.pid, ==, -1);
-  dcp_state_get_status (f->state, TOKEN, &st);
-  g_assert_true (st.owed_live);
-  g_assert_cmpint (st.owed_mark.pid, ==, -1);
-  dcp_token_status_clear (&st);
-  /* the run that took it over holds it: the next one is covered */
-  again = claim (f, TOKEN, T0 + 200 * SEC, 0, TRUE);
-  g_assert_cmpint (again.kind, ==, DCP_SLOT_OWED);
-  dcp_state_owed_end (f->state, TOKEN, slot.owed_fd);
-  g_assert_cmpint (claim (f, TOKEN, T0 + 300 * SEC, 0, TRUE).kind, ==, DCP_SLOT_PUSH);
-}
-
-static void
-test_owed_covers_trailing (Fixture *f, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  DcpSlot slot, trailing;
-  gboolean owed = TRUE;
-  int fd;
-
-  (void) data;
-  slot = claim (f, TOKEN, T0, W, TRUE);
-  trailing = claim (f, TOKEN, T0 + SEC, W, TRUE);
-  g_assert_cmpint (trailing.kind, ==, DCP_SLOT_TRAILING);
-  /* the push fails and is owed; the trailing push then defers to it */
-  g_assert_true (dcp_state_finish (f->state, TOKEN, &slot, FALSE, T0 + SEC, "error", &error));
-  fd = owe (f, T0, 1);
-  g_assert_true (dcp_state_trailing_begin (f->state, TOKEN, trailing.pending_fd, T0 + W, &slot,
-                                           &owed, &error));
-  g_assert_false (owed);
-  close (trailing.pending_fd);
-  dcp_state_owed_end (f->state, TOKEN, fd);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -1569,36 +1036,18 @@ main (int argc, char **argv)
 
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   g_test_add_func ("/state/open/permissions", test_open_permissions);
-  ADD ("/state/owed/covers", test_owed_covers);
-  ADD ("/state/owed/stale-taken-over", test_owed_stale_taken_over);
-  ADD ("/state/owed/covers-trailing", test_owed_covers_trailing);
   g_test_add_func ("/state/open/symlinked-dir", test_open_symlinked_dir);
   ADD ("/state/file-names", test_file_names);
-  ADD ("/state/claim/first", test_claim_first);
-  ADD ("/state/claim/sequence", test_claim_sequence);
-  ADD ("/state/claim/window-boundary", test_claim_window_boundary);
-  ADD ("/state/claim/window-zero", test_claim_window_zero);
-  ADD ("/state/claim/clock-stepped-back", test_claim_clock_stepped_back);
-  ADD ("/state/claim/tokens-independent", test_claim_tokens_independent);
-  ADD ("/state/finish/rollback", test_finish_rollback);
-  ADD ("/state/finish/rollback-keeps-newer", test_finish_rollback_keeps_newer);
-  ADD ("/state/finish/pushed", test_finish_pushed);
-  ADD ("/state/finish/late-push-keeps-newer", test_finish_late_push_keeps_newer);
-  ADD ("/state/trailing-begin/owed", test_trailing_owed);
-  ADD ("/state/trailing-begin/not-owed", test_trailing_not_owed);
-  ADD ("/state/trailing-begin/gone", test_trailing_gone);
-  ADD ("/state/trailing-begin/owed-after-rollback", test_trailing_owed_after_rollback);
+  ADD ("/state/machine/round-trip", test_round_trip);
+  ADD ("/state/machine/owed", test_owed_on_disk);
+  ADD ("/state/machine/damaged-mark", test_damaged_mark);
   ADD ("/state/gone", test_gone);
-  ADD ("/state/status", test_status);
   ADD ("/state/retry/round-trip", test_retry_round_trip);
   ADD ("/state/retry/many-tokens", test_retry_many_tokens);
-  ADD ("/state/peek/never-writes", test_peek_never_writes);
-  ADD ("/state/symlink/last", test_symlink_last);
   ADD ("/state/symlink/others", test_symlink_others);
   ADD ("/state/lock/waits", test_lock_waits);
   ADD ("/state/race/fresh", test_race_fresh);
-  ADD ("/state/race/inside-window", test_race_inside_window);
-  ADD ("/state/race/no-trailing", test_race_no_trailing);
+  ADD ("/state/race/bucket-empty", test_race_bucket_empty);
   ADD ("/state/device/remembered", test_device_remembered);
   ADD ("/state/device/expiry", test_device_expiry);
   ADD ("/state/device/forget-and-gone", test_device_forget_and_gone);
