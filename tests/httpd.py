@@ -106,6 +106,7 @@ class Server:
         self.port = self.sock.getsockname()[1]
         self.statuses = [str(s) for s in statuses]
         self.default = str(default)
+        self.by_body = {}  # body -> status, before the list and the default
         self.status_file = status_file
         self.log = log
         self.requests = []
@@ -164,8 +165,19 @@ class Server:
         with self.lock:
             return [r.body for r in self.requests]
 
-    def next_status(self):
+    def set_body_status(self, body, status):
+        """Answer every request with this body (bytes) with status (None:
+        as the others again): the tokens of one run arrive in any order."""
         with self.lock:
+            if status is None:
+                self.by_body.pop(body, None)
+            else:
+                self.by_body[body] = str(status)
+
+    def next_status(self, body=None):
+        with self.lock:
+            if body in self.by_body:
+                return self.by_body[body]
             if self.statuses:
                 return self.statuses.pop(0)
             status = self.default
@@ -219,7 +231,7 @@ class Server:
                 if raw is None:
                     return
                 req = self.record(raw, conn)
-                req.answer = self.next_status()
+                req.answer = self.next_status(req.body)
                 if not self.answer(conn, req.answer):
                     return
         except OSError:

@@ -214,7 +214,8 @@ class Options(dcptest.TestCase):
         self.assertEqual(len(srv.requests), 1)
 
     def test_ping(self):
-        srv = self.server(statuses=["200", "410"])
+        srv = self.server()
+        srv.set_body_status(b"ping-token-2", "410")
         r = self.run_bin(["--ping", "-u", srv.url, "ping-token-1", "ping-token-2"], None)
         self.assertTempfail(r)
         self.assertEqual(r.stdout, "200 ok ping-tok…\n410 gone ping-tok…\n")
