@@ -128,7 +128,7 @@ def fetch(package, version, tarball, digest, offline=False):
             raise RuntimeError("%s is not in %s" % (tarball, d))
         t0 = time.time()
         how = "npm pack"
-        argv = ["npm", "pack", "--silent", "--pack-destination", d,
+        argv = ["npm", "pack", "--loglevel=error", "--pack-destination", d,
                 "%s@%s" % (package, version)]
         r = subprocess.run(argv, capture_output=True, timeout=300,
                            env=dict(os.environ, npm_config_cache=os.path.join(
