@@ -184,7 +184,7 @@ static const Option options[] = {
   { "no-trailing", 0, "no-trailing", OPT_NO_FLAG, NULL,
     "No trailing push for mail that finds no push available", NULL, FIELD (trailing) },
   { "dovecot-metadata", 0, "dovecot-metadata", OPT_STRING, NULL,
-    "Also push the device tokens Delta Chat stored in this Dovecot metadata file", "FILE",
+    "Also push the device tokens in this Dovecot metadata file and in FILE.devices (the login hook's)", "FILE",
     FIELD (dovecot_metadata) },
   { "dry-run", 'n', NULL, OPT_FLAG, NULL,
     "Read and decide, print the decision per token, send nothing, change nothing", NULL, NONE },
