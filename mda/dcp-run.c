@@ -434,7 +434,13 @@ report_only (DcpRun *r, const DcpMessage *msg, DcpVerdict verdict, GArray *plans
 
 /* The POSTs, all at once, in a thread of their own, while this one waits
  * for them or for the signal that ends the run (then nothing was
- * answered, as far as we know).  TRUE unless a signal came. */
+ * answered, as far as we know).  TRUE unless a signal came.
+ *
+ * The thread may outlive an interrupted run, which then settles, frees
+ * what it has and exits while libcurl is still at work: so the thread
+ * owns everything it touches, the HTTP client (taken from the run) and
+ * copies of the tokens, and a run that was interrupted leaves them to
+ * it.  Only when the thread is done are the answers copied back. */
 typedef struct {
   DcpHttp *http;
   DcpHttpRequest *requests;
@@ -452,6 +458,24 @@ post_thread (gpointer data)
   dcp_http_notify_all (job->http, job->requests, job->n, job->deadline, job->attempts);
   (void) !write (job->done, "", 1);
   return NULL;
+}
+
+/* After the thread is done: its answers into requests, its copies freed,
+ * the HTTP client back to the run. */
+static void
+post_job_finish (DcpRun *r, PostJob *job, DcpHttpRequest *requests)
+{
+  for (guint i = 0; i < job->n; i++)
+    {
+      requests[i].outcome = job->requests[i].outcome;
+      requests[i].status = job->requests[i].status;
+      requests[i].error = g_steal_pointer (&job->requests[i].error);
+      g_free ((gchar *) job->requests[i].token);
+    }
+  g_free (job->requests);
+  r->http = job->http;
+  close (job->done);
+  g_free (job);
 }
 
 static gboolean
@@ -483,11 +507,15 @@ post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
                            r->s->retry == DCP_RETRY_CALLER ? 0 : 1);
       return TRUE;
     }
-  /* the thread may outlive an interrupted run: it owns its job */
   job = g_new0 (PostJob, 1);
-  *job = (PostJob){
-    http, requests, n, r->deadline - margin, r->s->retry == DCP_RETRY_CALLER ? 0 : 1, done[1]
-  };
+  *job = (PostJob){ g_steal_pointer (&r->http),
+                    g_new0 (DcpHttpRequest, n),
+                    n,
+                    r->deadline - margin,
+                    r->s->retry == DCP_RETRY_CALLER ? 0 : 1,
+                    done[1] };
+  for (guint i = 0; i < n; i++)
+    job->requests[i] = (DcpHttpRequest){ g_strdup (requests[i].token), DCP_HTTP_FAILED, 0, NULL };
   thread = g_thread_new ("post", post_thread, job);
   fds[0] = (struct pollfd){ done[0], POLLIN, 0 };
   fds[1] = (struct pollfd){ sigfd, POLLIN, 0 };
@@ -498,14 +526,13 @@ post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
         continue;
       if (k < 0 || (fds[0].revents & POLLIN) || !(fds[1].revents & POLLIN))
         break;
-      /* ended by a signal */
+      /* ended by a signal: the thread keeps its job (see above) */
       dcp_log (LOG_WARNING, "interrupted by a signal: what is not answered yet is owed");
       return FALSE;
     }
   g_thread_join (thread);
   close (done[0]);
-  close (done[1]);
-  g_free (job);
+  post_job_finish (r, job, requests);
   return TRUE;
 }
 

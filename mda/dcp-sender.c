@@ -388,6 +388,10 @@ start_flight (DcpRun *r, const gchar *token, const gchar *shown, gint64 started,
        * make a dead owner look alive */
       close (MARK_FD);
       close (p[0]);
+      /* connections the owner opened for a push of its own stay its
+       * own: sharing them with the child would mix two requests on one */
+      r->http = NULL;
+      r->http_failed = FALSE;
       dcp_run_start_budget (r);
       out = (gchar) dcp_run_post (r, token, 1, &text);
       if (tries > 0 && out != DCP_HTTP_FAILED)
