@@ -25,6 +25,7 @@
 
 #define LOCK_WAIT_US (2 * G_USEC_PER_SEC)
 #define LOCK_POLL_US 2000
+#define OWN_WAIT_US (G_USEC_PER_SEC / 5)
 
 struct _DcpState {
   int dirfd;
@@ -413,14 +414,23 @@ dcp_state_own (DcpState *state, const gchar *token, DcpTokenHold *h, GError **er
   fd = open_file (state, mark, O_RDWR, error);
   if (fd < 0)
     return -1;
-  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
+  /* Under the token's lock only a probe (--status, a peek: a shared lock
+   * taken and dropped at once) can hold the mark: wait it out, briefly. */
+  for (gint64 until = g_get_monotonic_time () + OWN_WAIT_US;;)
     {
-      int saved = errno;
-      close (fd);
-      set_errno_error (error, saved, "cannot lock", mark);
-      return -1;
+      int saved;
+
+      if (flock (fd, LOCK_EX | LOCK_NB) == 0)
+        return fd;
+      saved = errno;
+      if (saved != EWOULDBLOCK || g_get_monotonic_time () >= until)
+        {
+          close (fd);
+          set_errno_error (error, saved, "cannot lock", mark);
+          return -1;
+        }
+      g_usleep (LOCK_POLL_US);
     }
-  return fd;
 }
 
 void
