@@ -606,9 +606,11 @@ settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
       dcp_run_record (r, p->token, p->outcome, p->text);
       dcp_run_log_outcome (p->token, p->outcome, p->text);
     }
-  if (p->stateless)
+  /* a push made without its state (the cache unusable, or its lock
+   * busy) that failed is owed all the same if the state can be had now */
+  if (p->stateless && (p->outcome != DCP_HTTP_FAILED || r->state == NULL))
     {
-      if (p->outcome == DCP_HTTP_FAILED && r->state == NULL)
+      if (p->outcome == DCP_HTTP_FAILED)
         dcp_log (LOG_WARNING,
                  "%s: the cache is unusable, so the push can be neither owed nor "
                  "counted: dropped",
