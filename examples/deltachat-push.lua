@@ -126,7 +126,8 @@ local function parse_devices(data)
   local list, times = {}, {}
   for line in data:gmatch("([^\n]*)\n") do
     local t, token = line:match("^(%d+) (.+)$")
-    if t ~= nil and times[token] == nil and #token <= TOKEN_MAX then
+    -- at most 12 digits: a time, never a number too big for %d
+    if t ~= nil and #t <= 12 and times[token] == nil and #token <= TOKEN_MAX then
       list[#list + 1] = token
       times[token] = tonumber(t)
     end

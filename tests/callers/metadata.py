@@ -620,7 +620,9 @@ def devices_upkeep(w, tap, home):
     # session may still be reading it
     with open(path + ".test", "w") as f:
         f.write("junk without a time\n%d %s\n\n%d %s\nx 1\n"
-                % (now - 10 * 86400, recent, now - 100 * 86400, old))
+                "99999999999999999999 %s\n"
+                % (now - 10 * 86400, recent, now - 100 * 86400, old,
+                   fake_token(43)))
     os.rename(path + ".test", path)
     Device(w, new, user=CAROL)
     ok = hook_saw(home, [new])
