@@ -540,10 +540,12 @@ attempt_outcome (DcpHttp *http, Transfer *t, CURLcode rc, glong *status, GError 
        * it failed to resolve the host */
       http->api.easy_getinfo (t->easy, CURLINFO_PRIMARY_IP, &ip);
       if (ip == NULL || *ip == '\0')
-        g_set_error_literal (error, DCP_ERROR, DCP_ERROR_TRANSIENT,
-                             "no connection to the proxy before the deadline");
+        g_set_error_literal (
+            error, DCP_ERROR, DCP_ERROR_TRANSIENT,
+            "timed out: not connected to the proxy (TCP and TLS) before the deadline");
       else
-        g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "no answer before the deadline: %s",
+        g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT,
+                     "timed out: no answer before the deadline: %s",
                      t->errbuf[0] ? t->errbuf : http->api.easy_strerror (rc));
       return DCP_HTTP_FAILED;
     }
@@ -640,7 +642,7 @@ give_up (DcpHttp *http, DcpHttpRequest *requests, Progress *p, guint n, const GE
         r->error = g_error_copy (why);
       else
         g_set_error_literal (&r->error, DCP_ERROR, DCP_ERROR_TRANSIENT,
-                             "no answer before the deadline");
+                             "timed out: no answer before the deadline");
     }
   for (guint i = 0; i < n; i++)
     {
@@ -656,7 +658,8 @@ give_up (DcpHttp *http, DcpHttpRequest *requests, Progress *p, guint n, const GE
         r->error = g_error_copy (why);
       else
         g_set_error (&r->error, DCP_ERROR, DCP_ERROR_TRANSIENT,
-                     "not sent before the deadline (at most %d requests in flight)", REQUESTS_MAX);
+                     "timed out: not sent before the deadline (at most %d requests in flight)",
+                     REQUESTS_MAX);
     }
 }
 
