@@ -614,6 +614,7 @@ test_symlink_others (Fixture *f, gconstpointer data)
 static void
 test_round_trip (Fixture *f, gconstpointer data)
 {
+  g_autofree gchar *due = NULL;
   DcpTokenHold h;
   DcpActions a;
   int own = -1;
@@ -649,7 +650,8 @@ test_round_trip (Fixture *f, gconstpointer data)
   h = peek_state (f, TOKEN);
   g_assert_cmpint (h.m.wanted, ==, -1);
   g_assert_cmpint (h.m.flight, ==, -1);
-  g_assert_false (exists_nofollow (state_file (f, TOKEN, ".due")));
+  due = state_file (f, TOKEN, ".due");
+  g_assert_false (exists_nofollow (due));
   g_assert_cmpint (h.m.full_at, ==, T0 + 2 * W);
 }
 
