@@ -259,7 +259,7 @@ class Metadata(dcptest.TestCase):
     def test_rate_limit_per_device(self):
         srv = self.server()
         self.put(A)
-        args = ["-u", srv.url, "--window=30", "--no-trailing",
+        args = ["-u", srv.url, "--window=30", "--burst=1", "--no-trailing",
                 "--dovecot-metadata=" + self.dict]
         self.assertDone(self.run_bin(args, message()))
         self.put(B)
