@@ -924,24 +924,11 @@ test_reply_after_receipt (void)
   g_assert_cmpint (a.why, ==, DCP_WHY_TRAILING);
 }
 
-static void
-test_schedule_to_five_hours (void)
-{
-  DcpSchedule s;
-  gint64 expect[] = { 8, 64, 512, 4096, 8192, 12288, 16384, 18000 };
-
-  dcp_schedule_init (&s);
-  for (guint i = 0; i < G_N_ELEMENTS (expect); i++)
-    g_assert_cmpint (dcp_schedule_next (&s, T0, i + 1), ==, T0 + expect[i] * SEC);
-  g_assert_cmpint (dcp_schedule_next (&s, T0, G_N_ELEMENTS (expect) + 1), ==, -1);
-}
-
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/machine/reply-after-receipt", test_reply_after_receipt);
-  g_test_add_func ("/machine/schedule-to-five-hours", test_schedule_to_five_hours);
   g_test_add_func ("/machine/interleavings/two", test_interleavings_two);
   g_test_add_func ("/machine/interleavings/three", test_interleavings_three);
   g_test_add_func ("/machine/random", test_random);

@@ -49,6 +49,7 @@ test_schedule_relays (void)
     g_assert_cmpint (dcp_schedule_next (&s, T0, tries), ==, T0 + steps[tries - 1] * SEC);
   /* then every 4096 s, the last try at 5 hours */
   g_assert_cmpint (dcp_schedule_next (&s, T0, 5), ==, T0 + 8192 * SEC);
+  g_assert_cmpint (dcp_schedule_next (&s, T0, 6), ==, T0 + 12288 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 7), ==, T0 + 16384 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 8), ==, T0 + 5 * 3600 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 9), ==, -1);
