@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message, unused_port  # noqa: E402
+from dcptest import SLOW, TOKEN, WRAPPER, message, unused_port  # noqa: E402
 
 
 class Failures(dcptest.TestCase):
@@ -68,9 +68,10 @@ class Failures(dcptest.TestCase):
         srv = self.server(default="hang")
         r = self.run_bin(["--retry=caller", "--timeout", "2", "-u", srv.url, TOKEN], message())
         self.assertTempfail(r)
-        # the budget less what settling the answers takes
+        # the budget less what settling the answers takes; a wrapper's own
+        # start (valgrind: a second or more on a busy machine) comes on top
         self.assertGreaterEqual(r.elapsed, 1.7)
-        self.assertLess(r.elapsed, 2 + 0.2 * SLOW)
+        self.assertLess(r.elapsed, 2 + (1.5 if WRAPPER else 0.2) * SLOW)
 
     def test_default_budget_under_dovecot_timeout(self):
         srv = self.server(default="hang")
