@@ -497,7 +497,9 @@ class RetryAfter(Hostile):
 
     def test_caller_mode_sees_a_transient_failure(self):
         srv = self.server(default="429:3600")
-        r = self.run_bin(["--retry=caller", "--timeout", "1", "-w", "0", "-u", srv.url, TOKEN],
+        # a budget that an answer fits in, even with a wrapper's slow start
+        budget = "%d" % SLOW
+        r = self.run_bin(["--retry=caller", "--timeout", budget, "-w", "0", "-u", srv.url, TOKEN],
                          message())
         self.assertTempfail(r)
         self.assertIn("429", r.stderr)

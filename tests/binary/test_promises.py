@@ -373,7 +373,8 @@ class Promises(dcptest.TestCase):
         print("# busy chat: %d messages over %.1f s, %d POSTs; message->POST delay "
               "median %.2f s, worst %.2f s" % (n, at, len(srv.requests),
                                               sorted(delays)[len(delays) // 2], max(delays)))
-        self.assertLess(max(delays), 10 + 1.5 * SLOW)
+        # a wrapper (valgrind) lags every run by seconds on a busy machine
+        self.assertLess(max(delays), 10 + (4 if dcptest.WRAPPER else 1.5) * SLOW)
 
 
 if __name__ == "__main__":
