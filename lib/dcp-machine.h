@@ -19,7 +19,7 @@
 #include <glib.h>
 
 #include "dcp-http.h"
-#include "dcp-plan.h"
+#include "dcp-schedule.h"
 
 G_BEGIN_DECLS
 

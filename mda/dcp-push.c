@@ -8,6 +8,7 @@
 
 #include "dcp-error.h"
 #include "dcp-log.h"
+#include "dcp-device.h"
 #include "dcp-token.h"
 
 #include <signal.h>
@@ -60,15 +61,15 @@ dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpSte
               GError **error)
 {
   DcpMachineConfig c;
-  DcpTokenHold h;
+  DcpMarkHold h;
   gboolean ok = TRUE;
 
   dcp_run_machine_config (r, &c);
   step->own_fd = -1;
   step->pid = -1;
   step->dead = FALSE;
-  if (store ? !dcp_state_hold (r->state, token, &h, error)
-            : (dcp_state_peek (r->state, token, &h), FALSE))
+  if (store ? !dcp_mark_hold (r->state, token, &h, error)
+            : (dcp_mark_peek (r->state, token, &h), FALSE))
     return FALSE;
   if (h.m.owned && !h.owner_live)
     {
@@ -86,12 +87,12 @@ dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpSte
       if (step->a.detach_at >= 0)
         {
           h.pid = -1; /* the new owner writes its own */
-          step->own_fd = dcp_state_own (r->state, token, &h, error);
+          step->own_fd = dcp_mark_own (r->state, token, &h, error);
           ok = step->own_fd >= 0;
         }
       else
-        ok = dcp_state_store (r->state, token, &h, error);
-      dcp_state_release (&h);
+        ok = dcp_mark_store (r->state, token, &h, error);
+      dcp_mark_release (&h);
     }
   return ok;
 }
@@ -174,10 +175,10 @@ dcp_run_record (DcpRun *r, const gchar *token, DcpHttpOutcome out, const gchar *
   if (r->state == NULL)
     return;
   shown = dcp_token_display (token);
-  if (!dcp_state_record (r->state, token, now, text, &error))
+  if (!dcp_mark_record (r->state, token, now, text, &error))
     dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, error->message);
   g_clear_error (&error);
-  if (out == DCP_HTTP_GONE && !dcp_state_device_forget (r->state, token, &error))
+  if (out == DCP_HTTP_GONE && !dcp_device_forget (r->state, token, &error))
     dcp_log (LOG_WARNING, "%s: cannot forget the device: %s", shown, error->message);
 }
 

@@ -8,6 +8,7 @@
 #include "dcp-http.h"
 #include "dcp-machine.h"
 #include "dcp-settings.h"
+#include "dcp-mark.h"
 #include "dcp-state.h"
 
 typedef struct {

@@ -30,9 +30,11 @@
 #include "dcp-message.h"
 #include "dcp-metadata.h"
 #include "dcp-machine.h"
-#include "dcp-plan.h"
+#include "dcp-retry.h"
 #include "dcp-push.h"
 #include "dcp-sender.h"
+#include "dcp-device.h"
+#include "dcp-mark.h"
 #include "dcp-state.h"
 #include "dcp-token.h"
 
@@ -57,6 +59,19 @@ log_file_warnings (const gchar *path, GPtrArray *found, GPtrArray *warnings, GEr
              (const gchar *) g_ptr_array_index (warnings, i));
 }
 
+/* The devices remembered in the cache (NULL, logged, when it cannot be
+ * listed). */
+static GPtrArray *
+list_devices (DcpRun *r, gint64 now, gboolean expire)
+{
+  g_autoptr (GError) error = NULL;
+  GPtrArray *devices = dcp_device_list (r->state, now, DEVICE_MAX_AGE, expire, &error);
+
+  if (devices == NULL)
+    dcp_log (LOG_WARNING, "cannot read the remembered devices: %s", error->message);
+  return devices;
+}
+
 /* One device token seen at `seen`: remembered (when write) unless the
  * proxy called it gone, then added to this run's tokens. */
 static void
@@ -67,7 +82,7 @@ add_seen_token (DcpRun *r, const gchar *token, gboolean write, gint64 seen)
   gboolean gone = FALSE;
 
   if (write && r->state != NULL
-      && !dcp_state_device_seen (r->state, token, r->s->dovecot_metadata, seen, &gone, &error))
+      && !dcp_device_seen (r->state, token, r->s->dovecot_metadata, seen, &gone, &error))
     dcp_log (LOG_WARNING, "%s: cannot remember the device: %s", shown, error->message);
   if (gone)
     dcp_log (LOG_INFO, "%s: the proxy called this device token gone; skipped", shown);
@@ -94,7 +109,7 @@ add_hook_tokens (DcpRun *r, gboolean write, gint64 now)
   if (found == NULL || found->len == 0)
     return;
   if (write && r->state != NULL)
-    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, FALSE);
+    devices = list_devices (r, now, FALSE);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -148,7 +163,7 @@ load_tokens (DcpRun *r, gboolean write)
   add_file_tokens (r, write, now);
   add_hook_tokens (r, write, now);
   if (r->state != NULL)
-    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, write);
+    devices = list_devices (r, now, write);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -159,7 +174,7 @@ load_tokens (DcpRun *r, gboolean write)
 }
 
 static gchar *
-owed_text (const DcpTokenHold *h)
+owed_text (const DcpMarkHold *h)
 {
   g_autofree gchar *since = NULL, *next = NULL;
 
@@ -172,7 +187,7 @@ owed_text (const DcpTokenHold *h)
 }
 
 static gchar *
-pending_text (const DcpTokenHold *h)
+pending_text (const DcpMarkHold *h)
 {
   if (!h->m.owned || h->m.owed_first >= 0)
     return g_strdup (h->m.owned && !h->owner_live ? "stale" : "none");
@@ -187,7 +202,7 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   g_autofree gchar *shown = dcp_token_display (token);
   g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL, *next = NULL;
   g_autofree gchar *result = NULL;
-  DcpTokenHold h = { .lock = -1, .mark = -1, .pid = -1, .m = DCP_MACHINE_INIT };
+  DcpMarkHold h = { .lock = -1, .mark = -1, .pid = -1, .m = DCP_MACHINE_INIT };
   DcpMachineConfig c;
   gint64 when = -1, now = g_get_real_time (), at;
   gint64 gone_since = -1;
@@ -196,9 +211,9 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   dcp_run_machine_config (r, &c);
   if (r->state != NULL)
     {
-      dcp_state_peek (r->state, token, &h);
-      dcp_state_result (r->state, token, &when, &result);
-      gone_since = dcp_state_gone_since (r->state, token);
+      dcp_mark_peek (r->state, token, &h);
+      dcp_mark_result (r->state, token, &when, &result);
+      gone_since = dcp_mark_gone_since (r->state, token);
     }
   last = dcp_format_time (h.m.last);
   pending = pending_text (&h);
@@ -222,7 +237,7 @@ run_status (DcpRun *r)
   for (guint i = 0; i < r->s->tokens->len; i++)
     print_status (r, g_ptr_array_index (r->s->tokens, i), "");
   if (r->state != NULL && r->s->dovecot_metadata != NULL)
-    devices = dcp_state_devices (r->state, g_get_real_time (), DEVICE_MAX_AGE, FALSE);
+    devices = list_devices (r, g_get_real_time (), FALSE);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -249,8 +264,11 @@ run_ping (DcpRun *r)
       g_autofree gchar *text = NULL;
       gboolean ok = dcp_run_post (r, token, 1, &text) == DCP_HTTP_OK;
 
-      if (ok && r->state != NULL)
-        (void) dcp_state_set_gone (r->state, token, FALSE, g_get_real_time (), NULL);
+      g_autoptr (GError) error = NULL;
+
+      if (ok && r->state != NULL
+          && !dcp_mark_set_gone (r->state, token, FALSE, g_get_real_time (), &error))
+        dcp_log (LOG_WARNING, "%s: cannot clear the gone mark: %s", shown, error->message);
       all_ok = all_ok && ok;
       printf ("%s %s\n", text, shown);
       fflush (stdout);
@@ -266,12 +284,18 @@ static DcpStatus
 run_resume (DcpRun *r)
 {
   g_autoptr (GPtrArray) tokens = NULL;
+  g_autoptr (GError) list_error = NULL;
   guint resumed = 0;
 
   dcp_run_open_state (r, FALSE);
   if (r->state == NULL)
     return DCP_STATUS_DONE;
-  tokens = dcp_state_marked_tokens (r->state);
+  tokens = dcp_mark_tokens (r->state, &list_error);
+  if (tokens == NULL)
+    {
+      dcp_log (LOG_WARNING, "cannot resume: %s", list_error->message);
+      return DCP_STATUS_TRANSIENT;
+    }
   for (guint i = 0; i < tokens->len; i++)
     {
       const gchar *token = g_ptr_array_index (tokens, i);
@@ -552,6 +576,16 @@ hold_signals (void)
   return signalfd (-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+/* The message's retry record is no longer needed. */
+static void
+delete_retry (DcpRun *r, const DcpMessage *msg)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!dcp_retry_delete (r->state, msg->key, &error))
+    dcp_log (LOG_WARNING, "cannot remove the message's retry record: %s", error->message);
+}
+
 /* --retry=caller, after a transient failure: will the caller retry?
  * Only until the cap; then, or when the failure cannot be counted, the
  * push is owed as in background mode. */
@@ -569,18 +603,18 @@ caller_retries (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
       return FALSE;
     }
   next.failures++;
-  if (next.first < 0)
-    next.first = now_s;
-  if (dcp_retry_cap_reached (next.failures, next.first, now_s))
+  if (next.first_s < 0)
+    next.first_s = now_s;
+  if (dcp_retry_cap_reached (next.failures, next.first_s, now_s))
     {
       dcp_log (LOG_WARNING,
                "message %s failed %u times over %" G_GINT64_FORMAT " s: no more retries "
                "asked for, the push is owed",
-               msg->message_id ? msg->message_id : msg->key, next.failures, now_s - next.first);
-      dcp_state_retry_clear (r->state, msg->key);
+               msg->message_id ? msg->message_id : msg->key, next.failures, now_s - next.first_s);
+      delete_retry (r, msg);
       return FALSE;
     }
-  if (!dcp_state_retry_save (r->state, msg->key, &next, &error))
+  if (!dcp_retry_save (r->state, msg->key, &next, &error))
     {
       dcp_log (LOG_WARNING,
                "cannot record the failed try (%s), so retries cannot be capped: "
@@ -589,7 +623,7 @@ caller_retries (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
       return FALSE;
     }
   retry->failures = next.failures;
-  retry->first = next.first;
+  retry->first_s = next.first_s;
   return TRUE;
 }
 
@@ -632,6 +666,7 @@ settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
 static DcpStatus
 push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int sigfd)
 {
+  g_autoptr (GError) error = NULL;
   g_autofree gchar *failure = NULL;
   g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
   g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
@@ -691,11 +726,11 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int 
   if (!transient)
     {
       if (r->state != NULL && retry->failures > 0)
-        dcp_state_retry_clear (r->state, msg->key);
+        delete_retry (r, msg);
       return DCP_STATUS_DONE;
     }
-  if (transient && r->state != NULL)
-    (void) dcp_state_retry_save (r->state, msg->key, retry, NULL);
+  if (transient && r->state != NULL && !dcp_retry_save (r->state, msg->key, retry, &error))
+    dcp_log (LOG_WARNING, "cannot record the tokens notified: %s", error->message);
   dcp_log_fatal_line ("notification failed, will retry: %s", failure);
   return DCP_STATUS_TRANSIENT;
 }
@@ -708,7 +743,7 @@ run_deliver (DcpRun *r, int fd)
   g_autoptr (DcpMessage) msg = read_message (fd);
   g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
   g_auto (DcpRetry) retry
-      = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
+      = { .failures = 0, .first_s = -1, .done = g_ptr_array_new_with_free_func (g_free) };
   DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
   DcpVerdict verdict = dcp_decide (msg, &policy, g_get_real_time () / G_USEC_PER_SEC);
   gint64 now;
@@ -732,8 +767,9 @@ run_deliver (DcpRun *r, int fd)
     {
       if (!dry)
         sigfd = hold_signals ();
-      if (r->state != NULL)
-        (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
+      if (r->state != NULL && !dcp_retry_load (r->state, msg->key, &retry, &error))
+        dcp_log (LOG_WARNING, "cannot read the message's retry record: %s", error->message);
+      g_clear_error (&error);
       g_array_set_size (plans, r->tokens->len);
       for (guint i = 0; i < r->tokens->len; i++)
         {

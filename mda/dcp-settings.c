@@ -24,7 +24,8 @@
 
 #include "dcp-error.h"
 #include "dcp-file.h"
-#include "dcp-plan.h"
+#include "dcp-retry.h"
+#include "dcp-schedule.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
 

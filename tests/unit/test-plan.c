@@ -5,7 +5,8 @@
 #include <glib.h>
 
 #include "dcp-error.h"
-#include "dcp-plan.h"
+#include "dcp-retry.h"
+#include "dcp-schedule.h"
 
 #define SEC G_GINT64_CONSTANT (1000000)
 #define T0 G_GINT64_CONSTANT (1795320000123456)
@@ -74,7 +75,7 @@ test_schedule_parse (void)
   g_assert_cmpuint (s.n, ==, 3);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 3), ==, T0 + 4 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, -1);
-  g_assert_cmpint (s.give_up, ==, 4);
+  g_assert_cmpint (s.give_up_s, ==, 4);
   /* "+END": the last step again until END */
   g_assert_true (dcp_schedule_parse ("1,2,4+14", &s, &error));
   g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, T0 + 8 * SEC);

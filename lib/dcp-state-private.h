@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* What the files of the state directory share (dcp-state.c): the
+ * directory descriptor, names derived from a token, bounded locking, and
+ * writing a file's content or mtime.  For dcp-mark.c, dcp-retry.c and
+ * dcp-device.c only: never included outside lib/. */
+#pragma once
+
+#include <dirent.h>
+#include <glib.h>
+
+#include "dcp-state.h"
+
+G_BEGIN_DECLS
+
+struct _DcpState {
+  int dirfd; /* the directory, opened without following symlinks */
+  gchar *path;
+};
+
+/* a run never waits longer than this for a token's lock */
+#define DCP_STATE_LOCK_WAIT_US (2 * G_USEC_PER_SEC)
+#define DCP_STATE_LOCK_POLL_US 2000
+
+gboolean dcp_state_set_errno_error (GError **error, int err, const gchar *what, const gchar *name);
+gchar *dcp_state_token_file (const gchar *token, const gchar *suffix);
+int dcp_state_open_file (DcpState *state, const gchar *name, int flags, GError **error);
+int dcp_state_lock_token (DcpState *state, const gchar *token, GError **error);
+void dcp_state_unlock_token (int fd);
+gint64 dcp_state_mtime (DcpState *state, const gchar *name);
+gboolean dcp_state_touch (DcpState *state, const gchar *name, gint64 t, const gchar *content,
+                          GError **error);
+gboolean dcp_state_replace (DcpState *state, const gchar *name, const gchar *content, gint64 t,
+                            GError **error);
+gboolean dcp_state_remove (DcpState *state, const gchar *name, GError **error);
+DIR *dcp_state_listing (DcpState *state, GError **error);
+
+G_END_DECLS
