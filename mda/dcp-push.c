@@ -6,9 +6,9 @@
 
 #include "dcp-push.h"
 
+#include "dcp-device.h"
 #include "dcp-error.h"
 #include "dcp-log.h"
-#include "dcp-device.h"
 #include "dcp-token.h"
 
 #include <signal.h>
@@ -16,16 +16,6 @@
 
 #define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
 
-void
-dcp_run_clear (DcpRun *r)
-{
-  g_clear_pointer (&r->state, dcp_state_free);
-  g_clear_pointer (&r->http, dcp_http_free);
-  g_clear_pointer (&r->tokens, g_ptr_array_unref);
-}
-
-/* libcurl is loaded on first use only: runs that send nothing never pay
- * for it. */
 /* libcurl is loaded on first use only: runs that send nothing never pay
  * for it. */
 DcpHttp *
@@ -125,17 +115,6 @@ void
 dcp_run_start_budget (DcpRun *r)
 {
   r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
-}
-
-gchar *
-dcp_format_time (gint64 us)
-{
-  g_autoptr (GDateTime) dt = NULL;
-
-  if (us < 0)
-    return g_strdup ("never");
-  dt = g_date_time_new_from_unix_utc (us / G_USEC_PER_SEC);
-  return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
 }
 
 gchar *

@@ -36,6 +36,7 @@
 #include "dcp-device.h"
 #include "dcp-mark.h"
 #include "dcp-state.h"
+#include "dcp-time.h"
 #include "dcp-token.h"
 
 /* a device token not seen in Dovecot's metadata for this long is
@@ -784,6 +785,14 @@ run_deliver (DcpRun *r, int fd)
   if (sigfd >= 0)
     close (sigfd);
   return status;
+}
+
+void
+dcp_run_clear (DcpRun *r)
+{
+  g_clear_pointer (&r->state, dcp_state_free);
+  g_clear_pointer (&r->http, dcp_http_free);
+  g_clear_pointer (&r->tokens, g_ptr_array_unref);
 }
 
 DcpStatus

@@ -29,6 +29,7 @@
 
 #include "dcp-error.h"
 #include "dcp-log.h"
+#include "dcp-time.h"
 #include "dcp-token.h"
 
 #define MARK_FD 3
