@@ -128,8 +128,8 @@ dcp_message_read_header_block (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "reading the message: %s",
-                       g_strerror (saved));
+          g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved),
+                       "reading the message: %s", g_strerror (saved));
           return NULL;
         }
       g_byte_array_set_size (buf, old + n);
@@ -165,8 +165,8 @@ dcp_message_drain (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "draining the message: %s",
-                       g_strerror (saved));
+          g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved),
+                       "draining the message: %s", g_strerror (saved));
           return FALSE;
         }
       if (n == 0)

@@ -198,9 +198,11 @@ load_file (const gchar *path, gchar **data, gsize *len, GError **error)
       *data = g_strdup ("");
       return TRUE;
     }
+  /* the system's reason (G_FILE_ERROR), or DCP_ERROR_INVALID: not a
+   * regular file of at most DCP_FILE_MAX bytes */
   if (*data == NULL)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s%s", local->message,
+      g_set_error (error, local->domain, local->code, "%s%s", local->message,
                    local->domain == DCP_ERROR ? ", ignored" : "");
       return FALSE;
     }

@@ -520,7 +520,7 @@ test_mixed_answers (void)
         case 1:
           g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_GONE);
           g_assert_cmpint (r[i].status, ==, 410);
-          g_assert_error (r[i].error, DCP_ERROR, DCP_ERROR_GONE);
+          g_assert_no_error (r[i].error); /* the outcome says it */
           break;
         default:
           g_assert_cmpint (r[i].outcome, ==, DCP_HTTP_FAILED);
@@ -626,9 +626,8 @@ test_notify_one (void)
   g_assert_cmpint (status, ==, 200);
   g_assert_cmpint (dcp_http_notify (http, "gone-one", deadline, 1, &status, &error), ==,
                    DCP_HTTP_GONE);
-  g_assert_error (error, DCP_ERROR, DCP_ERROR_GONE);
+  g_assert_no_error (error);
   g_assert_cmpint (status, ==, 410);
-  g_clear_error (&error);
   g_assert_cmpint (dcp_http_notify (http, "flaky-one", deadline, 2, &status, &error), ==,
                    DCP_HTTP_OK);
   g_assert_no_error (error);
