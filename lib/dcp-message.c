@@ -299,7 +299,7 @@ take_field (Scan *scan, const gchar *name, const gchar *value, const GString *fi
   else if (g_ascii_strcasecmp (name, "Received") == 0)
     {
       if (!received_by_fetcher (value))
-        scan->msg->received = MAX (scan->msg->received, received_date (value));
+        scan->msg->received_s = MAX (scan->msg->received_s, received_date (value));
     }
   /* address and Message-ID syntax is GMime's business; only the first
    * of each counts */
@@ -361,7 +361,7 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
   Scan s = { msg, autos, sum, NULL, NULL };
   gsize end, scan = 0;
 
-  msg->received = -1;
+  msg->received_s = -1;
   end = find_header_end (data, MIN (len, DCP_MESSAGE_HEADER_MAX), &scan);
   if (end > 0)
     len = end;

@@ -276,7 +276,7 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
         continue;
       if ((seen = g_hash_table_lookup (index, value)) != NULL)
         {
-          seen->seen = MAX (seen->seen, (gint64) when);
+          seen->seen_s = MAX (seen->seen_s, (gint64) when);
           g_free (value);
           continue;
         }
@@ -287,7 +287,7 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
         }
       seen = g_new0 (DcpMetadataSeen, 1);
       seen->token = value;
-      seen->seen = (gint64) when;
+      seen->seen_s = (gint64) when;
       g_ptr_array_add (found, seen);
       g_hash_table_insert (index, seen->token, seen);
     }

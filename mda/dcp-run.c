@@ -121,7 +121,7 @@ add_hook_tokens (DcpRun *r, gboolean write, gint64 now)
     {
       DcpMetadataSeen *f = g_ptr_array_index (found, i);
       DcpDevice *d = g_hash_table_lookup (cached, f->token);
-      gint64 seen = MIN (f->seen * G_USEC_PER_SEC, now);
+      gint64 seen = MIN (f->seen_s * G_USEC_PER_SEC, now);
 
       if (d != NULL)
         seen = MAX (seen, d->seen);
@@ -148,12 +148,11 @@ add_file_tokens (DcpRun *r, gboolean write, gint64 now)
 
 /* This run's tokens: those given, then (with --dovecot-metadata) the ones
  * in Dovecot's file, then those the login hook recorded beside it, then
- * the other devices remembered in the cache.
+ * the other devices remembered in the cache, as of now.
  * Only with write are devices remembered, refreshed and expired. */
 static void
-load_tokens (DcpRun *r, gboolean write)
+load_tokens (DcpRun *r, gboolean write, gint64 now)
 {
-  gint64 now = g_get_real_time ();
   g_autoptr (GPtrArray) devices = NULL;
 
   r->tokens = g_ptr_array_new_with_free_func (g_free);
@@ -257,7 +256,7 @@ run_ping (DcpRun *r)
   gboolean all_ok = TRUE;
 
   dcp_run_open_state (r, TRUE);
-  load_tokens (r, TRUE);
+  load_tokens (r, TRUE, g_get_real_time ());
   for (guint i = 0; i < r->tokens->len; i++)
     {
       const gchar *token = g_ptr_array_index (r->tokens, i);
@@ -745,23 +744,28 @@ run_deliver (DcpRun *r, int fd)
   g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
   g_auto (DcpRetry) retry
       = { .failures = 0, .first_s = -1, .done = g_ptr_array_new_with_free_func (g_free) };
-  DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
-  DcpVerdict verdict = dcp_decide (msg, &policy, g_get_real_time () / G_USEC_PER_SEC);
+  DcpPolicy policy = { .self = (const gchar *const *) r->s->self,
+                       .max_age_s = r->s->max_age,
+                       .chat_only = r->s->chat_only };
+  DcpVerdict verdict;
   gint64 now;
   int sigfd = -1;
   DcpStatus status;
 
   g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
   /* the caller's pipe is read to EOF before anything else: the message
-   * counts from now, and nothing is claimed for a message not read */
+   * counts from now (the decision, the devices and every token's machine
+   * see this one time), and nothing is claimed for a message not read */
   if (!dcp_message_drain (fd, NULL, &error))
     dcp_log (LOG_WARNING, "%s", error->message);
+  g_clear_error (&error);
   now = g_get_real_time ();
+  verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
 
   /* devices are refreshed on every run, whatever the message */
   if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
     dcp_run_open_state (r, !dry);
-  load_tokens (r, !dry);
+  load_tokens (r, !dry, now);
   if (r->tokens->len == 0)
     dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
   if (verdict == DCP_VERDICT_NOTIFY)
