@@ -63,7 +63,7 @@ dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpSte
     return FALSE;
   if (h.m.owned && !h.owner_live)
     {
-      DcpEvent dead = { DCP_EVENT_DEAD, e->now, FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpEvent dead = { .kind = DCP_EVENT_DEAD, .now = e->now, .started = -1 };
       DcpActions ignored;
       dcp_machine_step (&c, &h.m, &dead, &ignored);
       step->dead = TRUE;

@@ -202,7 +202,7 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   g_autofree gchar *shown = dcp_token_display (token);
   g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL, *next = NULL;
   g_autofree gchar *result = NULL;
-  DcpMarkHold h = { .lock = -1, .mark = -1, .pid = -1, .m = DCP_MACHINE_INIT };
+  DcpMarkHold h = DCP_MARK_HOLD_INIT;
   DcpMachineConfig c;
   gint64 when = -1, now = g_get_real_time (), at;
   gint64 gone_since = -1;
@@ -301,7 +301,7 @@ run_resume (DcpRun *r)
       const gchar *token = g_ptr_array_index (tokens, i);
       g_autofree gchar *shown = dcp_token_display (token);
       g_autoptr (GError) error = NULL;
-      DcpEvent e = { DCP_EVENT_RESUME, g_get_real_time (), FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpEvent e = { .kind = DCP_EVENT_RESUME, .now = g_get_real_time (), .started = -1 };
       DcpStep step;
 
       if (!dcp_run_step (r, token, &e, TRUE, &step, &error))
@@ -380,7 +380,7 @@ static void
 read_token_message (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
 {
   g_autoptr (GError) error = NULL;
-  DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
+  DcpEvent e = { .kind = DCP_EVENT_READ, .now = now, .started = -1 };
   const gchar *text;
 
   p->shown = dcp_token_display (p->token);
@@ -399,7 +399,8 @@ read_token_message (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gbool
     {
       dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
                error->message);
-      p->step.a = (DcpActions){ .why = DCP_WHY_PUSH, .detach_at = -1, .wait_until = -1 };
+      p->step.a = (DcpActions) DCP_ACTIONS_INIT;
+      p->step.a.why = DCP_WHY_PUSH;
       p->stateless = TRUE;
     }
   p->push = p->step.a.push || p->stateless;
@@ -632,8 +633,11 @@ static void
 settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
 {
   g_autoptr (GError) error = NULL;
-  DcpEvent e = { DCP_EVENT_ANSWER, g_get_real_time (), FALSE,
-                 p->started,       p->outcome,         caller_retry && !interrupted };
+  DcpEvent e = { .kind = DCP_EVENT_ANSWER,
+                 .now = g_get_real_time (),
+                 .started = p->started,
+                 .outcome = p->outcome,
+                 .caller_retries = caller_retry && !interrupted };
 
   if (!interrupted)
     {
