@@ -148,7 +148,7 @@ is_loopback (const gchar *host)
 }
 
 gboolean
-dcp_url_check (const gchar *url, GError **error)
+dcp_http_check_url (const gchar *url, GError **error)
 {
   g_autoptr (GUri) uri = NULL;
   g_autoptr (GError) local = NULL;

@@ -18,7 +18,7 @@ typedef enum {
   DCP_HTTP_FAILED, /* anything else, after the retries the budget allowed */
 } DcpHttpOutcome;
 
-gboolean dcp_url_check (const gchar *url, GError **error);
+gboolean dcp_http_check_url (const gchar *url, GError **error);
 DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, const gchar *cacert,
                        GError **error);
 gchar *dcp_http_describe (const gchar *cacert, GError **error);

@@ -15,7 +15,7 @@ assert_url_ok (const gchar *url)
   g_autoptr (GError) error = NULL;
 
   g_test_message ("accept %s", url);
-  g_assert_true (dcp_url_check (url, &error));
+  g_assert_true (dcp_http_check_url (url, &error));
   g_assert_no_error (error);
 }
 
@@ -25,7 +25,7 @@ assert_url_rejected (const gchar *url)
   g_autoptr (GError) error = NULL;
 
   g_test_message ("reject %s", url);
-  g_assert_false (dcp_url_check (url, &error));
+  g_assert_false (dcp_http_check_url (url, &error));
   g_assert_error (error, DCP_ERROR, DCP_ERROR_INVALID);
   if (error != NULL)
     g_assert_cmpstr (error->message, !=, "");
