@@ -2,7 +2,7 @@
 /* One token's push state machine: (state, event, time) -> (new state,
  * actions).  Pure: no I/O, no clock; every time, in the state, the events
  * and the actions, is in MICROSECONDS since the Epoch (gint64), -1 for
- * "none".  mda/ reads the state under the token's lock (dcp-state.c),
+ * "none".  mda/ reads the state under the token's lock (dcp-mark.h),
  * feeds one event, writes the state back and carries the actions out.
  *
  * The promises it keeps (the man page says them to users):
