@@ -90,27 +90,27 @@ device_newer_first (gconstpointer a, gconstpointer b)
 GPtrArray *
 dcp_device_list (DcpState *state, gint64 now, gint64 max_age, gboolean expire, GError **error)
 {
-  g_autoptr (GPtrArray) devices = g_ptr_array_new_with_free_func ((GDestroyNotify) dcp_device_free);
-  DIR *dir = dcp_state_listing (state, error);
-  struct dirent *e;
+  g_autoptr (GPtrArray) names = dcp_state_list (state, DEVICE_SUFFIX, error);
+  g_autoptr (GPtrArray) devices = NULL;
 
-  if (dir == NULL)
+  if (names == NULL)
     return NULL;
-  while ((e = readdir (dir)) != NULL)
+  devices = g_ptr_array_new_with_free_func ((GDestroyNotify) dcp_device_free);
+  for (guint i = 0; i < names->len; i++)
     {
-      DcpDevice *d;
-      if (!g_str_has_suffix (e->d_name, DEVICE_SUFFIX)
-          || (d = read_device (state, e->d_name)) == NULL)
+      const gchar *name = g_ptr_array_index (names, i);
+      DcpDevice *d = read_device (state, name);
+
+      if (d == NULL)
         continue;
       if (expire && now - d->seen > max_age)
         {
-          (void) unlinkat (state->dirfd, e->d_name, 0);
+          (void) unlinkat (state->dirfd, name, 0);
           dcp_device_free (d);
           continue;
         }
       g_ptr_array_add (devices, d);
     }
-  closedir (dir);
   g_ptr_array_sort (devices, device_newer_first);
   while (expire && devices->len > DCP_DEVICE_MAX)
     {

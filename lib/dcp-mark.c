@@ -297,21 +297,19 @@ marked_token (DcpState *state, const gchar *name)
 GPtrArray *
 dcp_mark_tokens (DcpState *state, GError **error)
 {
-  g_autoptr (GPtrArray) tokens = g_ptr_array_new_with_free_func (g_free);
-  DIR *dir = dcp_state_listing (state, error);
-  struct dirent *e;
+  g_autoptr (GPtrArray) names = dcp_state_list (state, ".due", error);
+  GPtrArray *tokens;
 
-  if (dir == NULL)
+  if (names == NULL)
     return NULL;
-  while ((e = readdir (dir)) != NULL)
+  tokens = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < names->len; i++)
     {
-      gchar *token;
-
-      if (g_str_has_suffix (e->d_name, ".due") && (token = marked_token (state, e->d_name)))
+      gchar *token = marked_token (state, g_ptr_array_index (names, i));
+      if (token != NULL)
         g_ptr_array_add (tokens, token);
     }
-  closedir (dir);
-  return g_steal_pointer (&tokens);
+  return tokens;
 }
 
 gboolean

@@ -5,7 +5,6 @@
  * dcp-device.c only: never included outside lib/. */
 #pragma once
 
-#include <dirent.h>
 #include <glib.h>
 
 #include "dcp-state.h"
@@ -32,6 +31,6 @@ gboolean dcp_state_touch (DcpState *state, const gchar *name, gint64 t, const gc
 gboolean dcp_state_replace (DcpState *state, const gchar *name, const gchar *content, gint64 t,
                             GError **error);
 gboolean dcp_state_remove (DcpState *state, const gchar *name, GError **error);
-DIR *dcp_state_listing (DcpState *state, GError **error);
+GPtrArray *dcp_state_list (DcpState *state, const gchar *suffix, GError **error);
 
 G_END_DECLS

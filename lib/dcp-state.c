@@ -15,6 +15,7 @@
  * DCP_ERROR_STATE, a lock not had in time DCP_ERROR_LOCKED. */
 #include "dcp-state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -253,12 +254,15 @@ dcp_state_remove (DcpState *state, const gchar *name, GError **error)
   return TRUE;
 }
 
-/* The state directory's entries, from the start. */
-DIR *
-dcp_state_listing (DcpState *state, GError **error)
+/* The names in the state directory that end in suffix, or NULL with
+ * error set when it cannot be listed. */
+GPtrArray *
+dcp_state_list (DcpState *state, const gchar *suffix, GError **error)
 {
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   int fd = dup (state->dirfd);
   DIR *dir = fd >= 0 ? fdopendir (fd) : NULL;
+  struct dirent *e;
 
   if (dir == NULL)
     {
@@ -269,5 +273,9 @@ dcp_state_listing (DcpState *state, GError **error)
       return NULL;
     }
   rewinddir (dir);
-  return dir;
+  while ((e = readdir (dir)) != NULL)
+    if (g_str_has_suffix (e->d_name, suffix))
+      g_ptr_array_add (names, g_strdup (e->d_name));
+  closedir (dir);
+  return g_steal_pointer (&names);
 }
