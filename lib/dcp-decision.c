@@ -51,7 +51,7 @@ dcp_auto_submitted_is_automatic (const gchar *value)
 }
 
 DcpVerdict
-dcp_decide (const DcpMessage *msg, const DcpPolicy *policy, gint64 now)
+dcp_decide (const DcpMessage *msg, const DcpPolicy *policy, gint64 now_s)
 {
   g_return_val_if_fail (msg != NULL, DCP_VERDICT_NOTIFY);
   g_return_val_if_fail (policy != NULL, DCP_VERDICT_NOTIFY);
@@ -65,7 +65,7 @@ dcp_decide (const DcpMessage *msg, const DcpPolicy *policy, gint64 now)
       if (g_ascii_strcasecmp (msg->from, *s) == 0)
         return DCP_VERDICT_SKIP_SELF;
 
-  if (policy->max_age > 0 && msg->received >= 0 && now - msg->received > policy->max_age)
+  if (policy->max_age_s > 0 && msg->received_s >= 0 && now_s - msg->received_s > policy->max_age_s)
     return DCP_VERDICT_SKIP_OLD;
 
   if (policy->chat_only && !msg->chat_version)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The decision: a pure function of the message facts, the policy and the
- * time.  No I/O, no globals, so it can be tested exhaustively and fuzzed. */
+ * time, in seconds (the resolution of a Received date).  No I/O, no globals, so it can be tested
+ * exhaustively and fuzzed. */
 #pragma once
 
 #include "dcp-message.h"
@@ -17,11 +18,11 @@ typedef enum {
 
 typedef struct {
   const gchar *const *self; /* NULL-terminated, or NULL */
-  gint64 max_age;           /* seconds; 0 = off */
+  gint64 max_age_s;         /* 0 = off */
   gboolean chat_only;
 } DcpPolicy;
 
-DcpVerdict dcp_decide (const DcpMessage *msg, const DcpPolicy *policy, gint64 now);
+DcpVerdict dcp_decide (const DcpMessage *msg, const DcpPolicy *policy, gint64 now_s);
 const gchar *dcp_verdict_to_string (DcpVerdict verdict);
 gboolean dcp_auto_submitted_is_automatic (const gchar *value);
 

@@ -148,7 +148,7 @@ is_loopback (const gchar *host)
 }
 
 gboolean
-dcp_url_check (const gchar *url, GError **error)
+dcp_http_check_url (const gchar *url, GError **error)
 {
   g_autoptr (GUri) uri = NULL;
   g_autoptr (GError) local = NULL;
@@ -510,13 +510,13 @@ attempt_start (DcpHttp *http, const DcpHttpRequest *r, guint i, gint64 end, gint
       || (rc = http->api.easy_setopt (t->easy, CURLOPT_TIMEOUT_MS, ms)) != CURLE_OK
       || (rc = http->api.easy_setopt (t->easy, CURLOPT_CONNECTTIMEOUT_MS, ms)) != CURLE_OK)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "libcurl: %s",
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
                    http->api.easy_strerror (rc));
       return FALSE;
     }
   if ((mc = http->api.multi_add_handle (http->multi, t->easy)) != CURLM_OK)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "libcurl: %s",
+      g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
                    http->api.multi_strerror (mc));
       return FALSE;
     }
@@ -524,7 +524,7 @@ attempt_start (DcpHttp *http, const DcpHttpRequest *r, guint i, gint64 end, gint
   return TRUE;
 }
 
-/* The outcome of a finished attempt; for FAILED, error says why. */
+/* The outcome of a finished attempt; for FAILED (only), error says why. */
 static DcpHttpOutcome
 attempt_outcome (DcpHttp *http, Transfer *t, CURLcode rc, glong *status, GError **error)
 {
@@ -559,16 +559,14 @@ attempt_outcome (DcpHttp *http, Transfer *t, CURLcode rc, glong *status, GError 
   if (code == 200)
     return DCP_HTTP_OK;
   if (code == 410)
-    {
-      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_GONE, "HTTP 410 Gone");
-      return DCP_HTTP_GONE;
-    }
+    return DCP_HTTP_GONE;
   g_set_error (error, DCP_ERROR, DCP_ERROR_TRANSIENT, "HTTP %ld", code);
   return DCP_HTTP_FAILED;
 }
 
 /* A certificate that failed verification will fail it again a second
- * later: the run gives up at once (and exits 75; the caller retries). */
+ * later: the call gives up on the request at once (its push is then owed,
+ * or with --retry=caller the caller retries). */
 static gboolean
 worth_retrying (CURLcode rc)
 {
@@ -727,7 +725,7 @@ dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 de
       now = g_get_monotonic_time ();
       if (mc != CURLM_OK)
         {
-          g_set_error (&failure, DCP_ERROR, DCP_ERROR_TRANSIENT, "libcurl: %s",
+          g_set_error (&failure, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
                        http->api.multi_strerror (mc));
           break;
         }
@@ -743,7 +741,7 @@ dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 de
       now = g_get_monotonic_time ();
       if (mc != CURLM_OK)
         {
-          g_set_error (&failure, DCP_ERROR, DCP_ERROR_TRANSIENT, "libcurl: %s",
+          g_set_error (&failure, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
                        http->api.multi_strerror (mc));
           break;
         }
@@ -763,7 +761,7 @@ dcp_http_notify (DcpHttp *http, const gchar *token, gint64 deadline, guint max_a
   out = r.outcome;
   if (status != NULL)
     *status = r.status;
-  if (out != DCP_HTTP_OK)
+  if (out == DCP_HTTP_FAILED)
     g_propagate_error (error, g_steal_pointer (&r.error));
   dcp_http_request_clear (&r);
   return out;

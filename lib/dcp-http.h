@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The HTTP client: one libcurl easy handle, reused for every token of a run.
- * libcurl is loaded on first use (dlopen), so runs that send nothing never
- * pay for loading or initialising it, or TLS. */
+/* The HTTP client: every token of a run POSTed at once on one libcurl
+ * multi handle, whose connections are kept across calls.  libcurl is
+ * loaded on first use (dlopen), so runs that send nothing never pay for
+ * loading or initialising it, or TLS.  An error is set for the outcome
+ * DCP_HTTP_FAILED only. */
 #pragma once
 
 #include <glib.h>
@@ -16,7 +18,7 @@ typedef enum {
   DCP_HTTP_FAILED, /* anything else, after the retries the budget allowed */
 } DcpHttpOutcome;
 
-gboolean dcp_url_check (const gchar *url, GError **error);
+gboolean dcp_http_check_url (const gchar *url, GError **error);
 DcpHttp *dcp_http_new (const gchar *url, const gchar *user_agent, const gchar *cacert,
                        GError **error);
 gchar *dcp_http_describe (const gchar *cacert, GError **error);
@@ -27,7 +29,7 @@ typedef struct {
   const gchar *token;
   DcpHttpOutcome outcome;
   glong status;
-  GError *error;
+  GError *error; /* why, for DCP_HTTP_FAILED only */
 } DcpHttpRequest;
 
 /* POSTs every request at once; returns when each is answered (with the

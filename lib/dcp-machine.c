@@ -317,7 +317,7 @@ dcp_machine_step (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, D
 {
   g_return_if_fail (c != NULL && m != NULL && e != NULL && a != NULL && c->burst >= 1);
 
-  *a = (DcpActions){ DCP_WHY_NONE, FALSE, -1, -1, FALSE, FALSE, FALSE, FALSE, FALSE, 0 };
+  *a = (DcpActions) DCP_ACTIONS_INIT;
   switch (e->kind)
     {
     case DCP_EVENT_READ:

@@ -2,7 +2,7 @@
 /* One token's push state machine: (state, event, time) -> (new state,
  * actions).  Pure: no I/O, no clock; every time, in the state, the events
  * and the actions, is in MICROSECONDS since the Epoch (gint64), -1 for
- * "none".  mda/ reads the state under the token's lock (dcp-state.c),
+ * "none".  mda/ reads the state under the token's lock (dcp-mark.h),
  * feeds one event, writes the state back and carries the actions out.
  *
  * The promises it keeps (the man page says them to users):
@@ -19,7 +19,7 @@
 #include <glib.h>
 
 #include "dcp-http.h"
-#include "dcp-plan.h"
+#include "dcp-schedule.h"
 
 G_BEGIN_DECLS
 
@@ -48,7 +48,8 @@ typedef struct {
 
 #define DCP_MACHINE_INIT                                                                           \
   {                                                                                                \
-    -1, -1, -1, -1, -1, FALSE, -1, -1, 0, FALSE                                                    \
+    .full_at = -1, .last = -1, .wanted = -1, .flight = -1, .flight_end = -1, .owned = FALSE,       \
+    .due = -1, .owed_first = -1, .tries = 0, .gone = FALSE                                         \
   }
 
 typedef enum {
@@ -91,6 +92,12 @@ typedef struct {
   gboolean given_up; /* the owed push is given up: log it */
   guint tries;       /* owed or given up: the failed tries so far */
 } DcpActions;
+
+/* nothing to do */
+#define DCP_ACTIONS_INIT                                                                           \
+  {                                                                                                \
+    .why = DCP_WHY_NONE, .detach_at = -1, .wait_until = -1                                         \
+  }
 
 void dcp_machine_step (const DcpMachineConfig *config, DcpMachine *m, const DcpEvent *event,
                        DcpActions *actions);

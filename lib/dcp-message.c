@@ -128,8 +128,8 @@ dcp_message_read_header_block (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "reading the message: %s",
-                       g_strerror (saved));
+          g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved),
+                       "reading the message: %s", g_strerror (saved));
           return NULL;
         }
       g_byte_array_set_size (buf, old + n);
@@ -165,8 +165,8 @@ dcp_message_drain (int fd, gsize *total_read, GError **error)
       if (n < 0)
         {
           int saved = errno;
-          g_set_error (error, DCP_ERROR, DCP_ERROR_INPUT, "draining the message: %s",
-                       g_strerror (saved));
+          g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved),
+                       "draining the message: %s", g_strerror (saved));
           return FALSE;
         }
       if (n == 0)
@@ -299,7 +299,7 @@ take_field (Scan *scan, const gchar *name, const gchar *value, const GString *fi
   else if (g_ascii_strcasecmp (name, "Received") == 0)
     {
       if (!received_by_fetcher (value))
-        scan->msg->received = MAX (scan->msg->received, received_date (value));
+        scan->msg->received_s = MAX (scan->msg->received_s, received_date (value));
     }
   /* address and Message-ID syntax is GMime's business; only the first
    * of each counts */
@@ -361,7 +361,7 @@ dcp_message_new_from_bytes (const guint8 *data, gsize len)
   Scan s = { msg, autos, sum, NULL, NULL };
   gsize end, scan = 0;
 
-  msg->received = -1;
+  msg->received_s = -1;
   end = find_header_end (data, MIN (len, DCP_MESSAGE_HEADER_MAX), &scan);
   if (end > 0)
     len = end;

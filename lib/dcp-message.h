@@ -16,8 +16,8 @@ typedef struct {
   gchar *from;            /* lower-cased addr-spec of the first From mailbox */
   gboolean chat_version;  /* a Chat-Version field is present */
   gchar *message_id;      /* Message-ID without brackets, or NULL */
-  gint64 received;        /* newest Received date (Unix s) not added by a
-                           * fetching program, or -1 */
+  gint64 received_s;      /* newest Received date (seconds since the Epoch)
+                           * not added by a fetching program, or -1 */
   gchar *key;             /* stable hex id: hash of Message-ID or headers */
   gsize header_length;    /* bytes of header block that were looked at */
   gboolean truncated;     /* header block was cut at DCP_MESSAGE_HEADER_MAX */

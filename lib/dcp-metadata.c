@@ -198,9 +198,11 @@ load_file (const gchar *path, gchar **data, gsize *len, GError **error)
       *data = g_strdup ("");
       return TRUE;
     }
+  /* the system's reason (G_FILE_ERROR), or DCP_ERROR_INVALID: not a
+   * regular file of at most DCP_FILE_MAX bytes */
   if (*data == NULL)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "%s%s", local->message,
+      g_set_error (error, local->domain, local->code, "%s%s", local->message,
                    local->domain == DCP_ERROR ? ", ignored" : "");
       return FALSE;
     }
@@ -274,7 +276,7 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
         continue;
       if ((seen = g_hash_table_lookup (index, value)) != NULL)
         {
-          seen->seen = MAX (seen->seen, (gint64) when);
+          seen->seen_s = MAX (seen->seen_s, (gint64) when);
           g_free (value);
           continue;
         }
@@ -285,7 +287,7 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
         }
       seen = g_new0 (DcpMetadataSeen, 1);
       seen->token = value;
-      seen->seen = (gint64) when;
+      seen->seen_s = (gint64) when;
       g_ptr_array_add (found, seen);
       g_hash_table_insert (index, seen->token, seen);
     }

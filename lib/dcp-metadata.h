@@ -27,7 +27,7 @@ G_BEGIN_DECLS
 /* a token from the devices file, and when the login hook last saw it */
 typedef struct {
   gchar *token;
-  gint64 seen; /* seconds since the Epoch */
+  gint64 seen_s; /* seconds since the Epoch */
 } DcpMetadataSeen;
 
 void dcp_metadata_seen_free (DcpMetadataSeen *seen);

@@ -6,6 +6,7 @@
 
 #include "dcp-push.h"
 
+#include "dcp-device.h"
 #include "dcp-error.h"
 #include "dcp-log.h"
 #include "dcp-token.h"
@@ -15,16 +16,6 @@
 
 #define USER_AGENT PACKAGE_NAME "/" PACKAGE_VERSION
 
-void
-dcp_run_clear (DcpRun *r)
-{
-  g_clear_pointer (&r->state, dcp_state_free);
-  g_clear_pointer (&r->http, dcp_http_free);
-  g_clear_pointer (&r->tokens, g_ptr_array_unref);
-}
-
-/* libcurl is loaded on first use only: runs that send nothing never pay
- * for it. */
 /* libcurl is loaded on first use only: runs that send nothing never pay
  * for it. */
 DcpHttp *
@@ -60,19 +51,19 @@ dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpSte
               GError **error)
 {
   DcpMachineConfig c;
-  DcpTokenHold h;
+  DcpMarkHold h;
   gboolean ok = TRUE;
 
   dcp_run_machine_config (r, &c);
   step->own_fd = -1;
   step->pid = -1;
   step->dead = FALSE;
-  if (store ? !dcp_state_hold (r->state, token, &h, error)
-            : (dcp_state_peek (r->state, token, &h), FALSE))
+  if (store ? !dcp_mark_hold (r->state, token, &h, error)
+            : (dcp_mark_peek (r->state, token, &h), FALSE))
     return FALSE;
   if (h.m.owned && !h.owner_live)
     {
-      DcpEvent dead = { DCP_EVENT_DEAD, e->now, FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpEvent dead = { .kind = DCP_EVENT_DEAD, .now = e->now, .started = -1 };
       DcpActions ignored;
       dcp_machine_step (&c, &h.m, &dead, &ignored);
       step->dead = TRUE;
@@ -86,12 +77,12 @@ dcp_run_step (DcpRun *r, const gchar *token, DcpEvent *e, gboolean store, DcpSte
       if (step->a.detach_at >= 0)
         {
           h.pid = -1; /* the new owner writes its own */
-          step->own_fd = dcp_state_own (r->state, token, &h, error);
+          step->own_fd = dcp_mark_own (r->state, token, &h, error);
           ok = step->own_fd >= 0;
         }
       else
-        ok = dcp_state_store (r->state, token, &h, error);
-      dcp_state_release (&h);
+        ok = dcp_mark_store (r->state, token, &h, error);
+      dcp_mark_release (&h);
     }
   return ok;
 }
@@ -124,17 +115,6 @@ void
 dcp_run_start_budget (DcpRun *r)
 {
   r->deadline = g_get_monotonic_time () + r->s->timeout * G_USEC_PER_SEC;
-}
-
-gchar *
-dcp_format_time (gint64 us)
-{
-  g_autoptr (GDateTime) dt = NULL;
-
-  if (us < 0)
-    return g_strdup ("never");
-  dt = g_date_time_new_from_unix_utc (us / G_USEC_PER_SEC);
-  return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
 }
 
 gchar *
@@ -174,10 +154,10 @@ dcp_run_record (DcpRun *r, const gchar *token, DcpHttpOutcome out, const gchar *
   if (r->state == NULL)
     return;
   shown = dcp_token_display (token);
-  if (!dcp_state_record (r->state, token, now, text, &error))
+  if (!dcp_mark_record (r->state, token, now, text, &error))
     dcp_log (LOG_WARNING, "%s: cannot record the push: %s", shown, error->message);
   g_clear_error (&error);
-  if (out == DCP_HTTP_GONE && !dcp_state_device_forget (r->state, token, &error))
+  if (out == DCP_HTTP_GONE && !dcp_device_forget (r->state, token, &error))
     dcp_log (LOG_WARNING, "%s: cannot forget the device: %s", shown, error->message);
 }
 

@@ -30,10 +30,13 @@
 #include "dcp-message.h"
 #include "dcp-metadata.h"
 #include "dcp-machine.h"
-#include "dcp-plan.h"
+#include "dcp-retry.h"
 #include "dcp-push.h"
 #include "dcp-sender.h"
+#include "dcp-device.h"
+#include "dcp-mark.h"
 #include "dcp-state.h"
+#include "dcp-time.h"
 #include "dcp-token.h"
 
 /* a device token not seen in Dovecot's metadata for this long is
@@ -57,6 +60,19 @@ log_file_warnings (const gchar *path, GPtrArray *found, GPtrArray *warnings, GEr
              (const gchar *) g_ptr_array_index (warnings, i));
 }
 
+/* The devices remembered in the cache (NULL, logged, when it cannot be
+ * listed). */
+static GPtrArray *
+list_devices (DcpRun *r, gint64 now, gboolean expire)
+{
+  g_autoptr (GError) error = NULL;
+  GPtrArray *devices = dcp_device_list (r->state, now, DEVICE_MAX_AGE, expire, &error);
+
+  if (devices == NULL)
+    dcp_log (LOG_WARNING, "cannot read the remembered devices: %s", error->message);
+  return devices;
+}
+
 /* One device token seen at `seen`: remembered (when write) unless the
  * proxy called it gone, then added to this run's tokens. */
 static void
@@ -67,7 +83,7 @@ add_seen_token (DcpRun *r, const gchar *token, gboolean write, gint64 seen)
   gboolean gone = FALSE;
 
   if (write && r->state != NULL
-      && !dcp_state_device_seen (r->state, token, r->s->dovecot_metadata, seen, &gone, &error))
+      && !dcp_device_seen (r->state, token, r->s->dovecot_metadata, seen, &gone, &error))
     dcp_log (LOG_WARNING, "%s: cannot remember the device: %s", shown, error->message);
   if (gone)
     dcp_log (LOG_INFO, "%s: the proxy called this device token gone; skipped", shown);
@@ -94,7 +110,7 @@ add_hook_tokens (DcpRun *r, gboolean write, gint64 now)
   if (found == NULL || found->len == 0)
     return;
   if (write && r->state != NULL)
-    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, FALSE);
+    devices = list_devices (r, now, FALSE);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -105,7 +121,7 @@ add_hook_tokens (DcpRun *r, gboolean write, gint64 now)
     {
       DcpMetadataSeen *f = g_ptr_array_index (found, i);
       DcpDevice *d = g_hash_table_lookup (cached, f->token);
-      gint64 seen = MIN (f->seen * G_USEC_PER_SEC, now);
+      gint64 seen = MIN (f->seen_s * G_USEC_PER_SEC, now);
 
       if (d != NULL)
         seen = MAX (seen, d->seen);
@@ -132,12 +148,11 @@ add_file_tokens (DcpRun *r, gboolean write, gint64 now)
 
 /* This run's tokens: those given, then (with --dovecot-metadata) the ones
  * in Dovecot's file, then those the login hook recorded beside it, then
- * the other devices remembered in the cache.
+ * the other devices remembered in the cache, as of now.
  * Only with write are devices remembered, refreshed and expired. */
 static void
-load_tokens (DcpRun *r, gboolean write)
+load_tokens (DcpRun *r, gboolean write, gint64 now)
 {
-  gint64 now = g_get_real_time ();
   g_autoptr (GPtrArray) devices = NULL;
 
   r->tokens = g_ptr_array_new_with_free_func (g_free);
@@ -148,7 +163,7 @@ load_tokens (DcpRun *r, gboolean write)
   add_file_tokens (r, write, now);
   add_hook_tokens (r, write, now);
   if (r->state != NULL)
-    devices = dcp_state_devices (r->state, now, DEVICE_MAX_AGE, write);
+    devices = list_devices (r, now, write);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -159,7 +174,7 @@ load_tokens (DcpRun *r, gboolean write)
 }
 
 static gchar *
-owed_text (const DcpTokenHold *h)
+owed_text (const DcpMarkHold *h)
 {
   g_autofree gchar *since = NULL, *next = NULL;
 
@@ -172,7 +187,7 @@ owed_text (const DcpTokenHold *h)
 }
 
 static gchar *
-pending_text (const DcpTokenHold *h)
+pending_text (const DcpMarkHold *h)
 {
   if (!h->m.owned || h->m.owed_first >= 0)
     return g_strdup (h->m.owned && !h->owner_live ? "stale" : "none");
@@ -187,7 +202,7 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   g_autofree gchar *shown = dcp_token_display (token);
   g_autofree gchar *last = NULL, *pending = NULL, *gone = NULL, *owed = NULL, *next = NULL;
   g_autofree gchar *result = NULL;
-  DcpTokenHold h = { .lock = -1, .mark = -1, .pid = -1, .m = DCP_MACHINE_INIT };
+  DcpMarkHold h = DCP_MARK_HOLD_INIT;
   DcpMachineConfig c;
   gint64 when = -1, now = g_get_real_time (), at;
   gint64 gone_since = -1;
@@ -196,9 +211,9 @@ print_status (DcpRun *r, const gchar *token, const gchar *extra)
   dcp_run_machine_config (r, &c);
   if (r->state != NULL)
     {
-      dcp_state_peek (r->state, token, &h);
-      dcp_state_result (r->state, token, &when, &result);
-      gone_since = dcp_state_gone_since (r->state, token);
+      dcp_mark_peek (r->state, token, &h);
+      dcp_mark_result (r->state, token, &when, &result);
+      gone_since = dcp_mark_gone_since (r->state, token);
     }
   last = dcp_format_time (h.m.last);
   pending = pending_text (&h);
@@ -222,7 +237,7 @@ run_status (DcpRun *r)
   for (guint i = 0; i < r->s->tokens->len; i++)
     print_status (r, g_ptr_array_index (r->s->tokens, i), "");
   if (r->state != NULL && r->s->dovecot_metadata != NULL)
-    devices = dcp_state_devices (r->state, g_get_real_time (), DEVICE_MAX_AGE, FALSE);
+    devices = list_devices (r, g_get_real_time (), FALSE);
   for (guint i = 0; devices != NULL && i < devices->len; i++)
     {
       DcpDevice *d = g_ptr_array_index (devices, i);
@@ -241,7 +256,7 @@ run_ping (DcpRun *r)
   gboolean all_ok = TRUE;
 
   dcp_run_open_state (r, TRUE);
-  load_tokens (r, TRUE);
+  load_tokens (r, TRUE, g_get_real_time ());
   for (guint i = 0; i < r->tokens->len; i++)
     {
       const gchar *token = g_ptr_array_index (r->tokens, i);
@@ -249,8 +264,11 @@ run_ping (DcpRun *r)
       g_autofree gchar *text = NULL;
       gboolean ok = dcp_run_post (r, token, 1, &text) == DCP_HTTP_OK;
 
-      if (ok && r->state != NULL)
-        (void) dcp_state_set_gone (r->state, token, FALSE, g_get_real_time (), NULL);
+      g_autoptr (GError) error = NULL;
+
+      if (ok && r->state != NULL
+          && !dcp_mark_set_gone (r->state, token, FALSE, g_get_real_time (), &error))
+        dcp_log (LOG_WARNING, "%s: cannot clear the gone mark: %s", shown, error->message);
       all_ok = all_ok && ok;
       printf ("%s %s\n", text, shown);
       fflush (stdout);
@@ -266,18 +284,24 @@ static DcpStatus
 run_resume (DcpRun *r)
 {
   g_autoptr (GPtrArray) tokens = NULL;
+  g_autoptr (GError) list_error = NULL;
   guint resumed = 0;
 
   dcp_run_open_state (r, FALSE);
   if (r->state == NULL)
     return DCP_STATUS_DONE;
-  tokens = dcp_state_marked_tokens (r->state);
+  tokens = dcp_mark_tokens (r->state, &list_error);
+  if (tokens == NULL)
+    {
+      dcp_log (LOG_WARNING, "cannot resume: %s", list_error->message);
+      return DCP_STATUS_TRANSIENT;
+    }
   for (guint i = 0; i < tokens->len; i++)
     {
       const gchar *token = g_ptr_array_index (tokens, i);
       g_autofree gchar *shown = dcp_token_display (token);
       g_autoptr (GError) error = NULL;
-      DcpEvent e = { DCP_EVENT_RESUME, g_get_real_time (), FALSE, -1, DCP_HTTP_OK, FALSE };
+      DcpEvent e = { .kind = DCP_EVENT_RESUME, .now = g_get_real_time (), .started = -1 };
       DcpStep step;
 
       if (!dcp_run_step (r, token, &e, TRUE, &step, &error))
@@ -356,7 +380,7 @@ static void
 read_token_message (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gboolean dry)
 {
   g_autoptr (GError) error = NULL;
-  DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
+  DcpEvent e = { .kind = DCP_EVENT_READ, .now = now, .started = -1 };
   const gchar *text;
 
   p->shown = dcp_token_display (p->token);
@@ -375,7 +399,8 @@ read_token_message (DcpRun *r, Plan *p, const DcpRetry *retry, gint64 now, gbool
     {
       dcp_log (LOG_WARNING, "%s: rate limit unavailable, pushing anyway: %s", p->shown,
                error->message);
-      p->step.a = (DcpActions){ .why = DCP_WHY_PUSH, .detach_at = -1, .wait_until = -1 };
+      p->step.a = (DcpActions) DCP_ACTIONS_INIT;
+      p->step.a.why = DCP_WHY_PUSH;
       p->stateless = TRUE;
     }
   p->push = p->step.a.push || p->stateless;
@@ -552,6 +577,16 @@ hold_signals (void)
   return signalfd (-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+/* The message's retry record is no longer needed. */
+static void
+delete_retry (DcpRun *r, const DcpMessage *msg)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!dcp_retry_delete (r->state, msg->key, &error))
+    dcp_log (LOG_WARNING, "cannot remove the message's retry record: %s", error->message);
+}
+
 /* --retry=caller, after a transient failure: will the caller retry?
  * Only until the cap; then, or when the failure cannot be counted, the
  * push is owed as in background mode. */
@@ -569,18 +604,18 @@ caller_retries (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
       return FALSE;
     }
   next.failures++;
-  if (next.first < 0)
-    next.first = now_s;
-  if (dcp_retry_cap_reached (next.failures, next.first, now_s))
+  if (next.first_s < 0)
+    next.first_s = now_s;
+  if (dcp_retry_cap_reached (next.failures, next.first_s, now_s))
     {
       dcp_log (LOG_WARNING,
                "message %s failed %u times over %" G_GINT64_FORMAT " s: no more retries "
                "asked for, the push is owed",
-               msg->message_id ? msg->message_id : msg->key, next.failures, now_s - next.first);
-      dcp_state_retry_clear (r->state, msg->key);
+               msg->message_id ? msg->message_id : msg->key, next.failures, now_s - next.first_s);
+      delete_retry (r, msg);
       return FALSE;
     }
-  if (!dcp_state_retry_save (r->state, msg->key, &next, &error))
+  if (!dcp_retry_save (r->state, msg->key, &next, &error))
     {
       dcp_log (LOG_WARNING,
                "cannot record the failed try (%s), so retries cannot be capped: "
@@ -589,7 +624,7 @@ caller_retries (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, gint64 now_s)
       return FALSE;
     }
   retry->failures = next.failures;
-  retry->first = next.first;
+  retry->first_s = next.first_s;
   return TRUE;
 }
 
@@ -598,8 +633,11 @@ static void
 settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
 {
   g_autoptr (GError) error = NULL;
-  DcpEvent e = { DCP_EVENT_ANSWER, g_get_real_time (), FALSE,
-                 p->started,       p->outcome,         caller_retry && !interrupted };
+  DcpEvent e = { .kind = DCP_EVENT_ANSWER,
+                 .now = g_get_real_time (),
+                 .started = p->started,
+                 .outcome = p->outcome,
+                 .caller_retries = caller_retry && !interrupted };
 
   if (!interrupted)
     {
@@ -632,6 +670,7 @@ settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
 static DcpStatus
 push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int sigfd)
 {
+  g_autoptr (GError) error = NULL;
   g_autofree gchar *failure = NULL;
   g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
   g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
@@ -691,11 +730,11 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int 
   if (!transient)
     {
       if (r->state != NULL && retry->failures > 0)
-        dcp_state_retry_clear (r->state, msg->key);
+        delete_retry (r, msg);
       return DCP_STATUS_DONE;
     }
-  if (transient && r->state != NULL)
-    (void) dcp_state_retry_save (r->state, msg->key, retry, NULL);
+  if (transient && r->state != NULL && !dcp_retry_save (r->state, msg->key, retry, &error))
+    dcp_log (LOG_WARNING, "cannot record the tokens notified: %s", error->message);
   dcp_log_fatal_line ("notification failed, will retry: %s", failure);
   return DCP_STATUS_TRANSIENT;
 }
@@ -708,32 +747,38 @@ run_deliver (DcpRun *r, int fd)
   g_autoptr (DcpMessage) msg = read_message (fd);
   g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
   g_auto (DcpRetry) retry
-      = { .failures = 0, .first = -1, .done = g_ptr_array_new_with_free_func (g_free) };
-  DcpPolicy policy = { (const gchar *const *) r->s->self, r->s->max_age, r->s->chat_only };
-  DcpVerdict verdict = dcp_decide (msg, &policy, g_get_real_time () / G_USEC_PER_SEC);
+      = { .failures = 0, .first_s = -1, .done = g_ptr_array_new_with_free_func (g_free) };
+  DcpPolicy policy = { .self = (const gchar *const *) r->s->self,
+                       .max_age_s = r->s->max_age,
+                       .chat_only = r->s->chat_only };
+  DcpVerdict verdict;
   gint64 now;
   int sigfd = -1;
   DcpStatus status;
 
   g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
   /* the caller's pipe is read to EOF before anything else: the message
-   * counts from now, and nothing is claimed for a message not read */
+   * counts from now (the decision, the devices and every token's machine
+   * see this one time), and nothing is claimed for a message not read */
   if (!dcp_message_drain (fd, NULL, &error))
     dcp_log (LOG_WARNING, "%s", error->message);
+  g_clear_error (&error);
   now = g_get_real_time ();
+  verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
 
   /* devices are refreshed on every run, whatever the message */
   if (verdict == DCP_VERDICT_NOTIFY || r->s->dovecot_metadata != NULL)
     dcp_run_open_state (r, !dry);
-  load_tokens (r, !dry);
+  load_tokens (r, !dry, now);
   if (r->tokens->len == 0)
     dcp_log (LOG_INFO, "no device token in %s yet", r->s->dovecot_metadata);
   if (verdict == DCP_VERDICT_NOTIFY)
     {
       if (!dry)
         sigfd = hold_signals ();
-      if (r->state != NULL)
-        (void) dcp_state_retry_load (r->state, msg->key, &retry, NULL);
+      if (r->state != NULL && !dcp_retry_load (r->state, msg->key, &retry, &error))
+        dcp_log (LOG_WARNING, "cannot read the message's retry record: %s", error->message);
+      g_clear_error (&error);
       g_array_set_size (plans, r->tokens->len);
       for (guint i = 0; i < r->tokens->len; i++)
         {
@@ -748,6 +793,14 @@ run_deliver (DcpRun *r, int fd)
   if (sigfd >= 0)
     close (sigfd);
   return status;
+}
+
+void
+dcp_run_clear (DcpRun *r)
+{
+  g_clear_pointer (&r->state, dcp_state_free);
+  g_clear_pointer (&r->http, dcp_http_free);
+  g_clear_pointer (&r->tokens, g_ptr_array_unref);
 }
 
 DcpStatus

@@ -29,6 +29,7 @@
 
 #include "dcp-error.h"
 #include "dcp-log.h"
+#include "dcp-time.h"
 #include "dcp-token.h"
 
 #define MARK_FD 3
@@ -272,12 +273,12 @@ static gboolean
 remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine *mine)
 {
   g_autoptr (GError) error = NULL;
-  DcpTokenHold h;
+  DcpMarkHold h;
   int fd;
 
   g_clear_pointer (&r->state, dcp_state_free);
   dcp_run_open_state (r, TRUE);
-  if (r->state == NULL || !dcp_state_hold (r->state, token, &h, &error))
+  if (r->state == NULL || !dcp_mark_hold (r->state, token, &h, &error))
     {
       dcp_log (LOG_WARNING,
                "%s: the cache was removed and cannot be made again (%s); "
@@ -294,16 +295,17 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
       DcpStep step = { .pid = h.pid };
       step.a.poke = TRUE;
       h.m.due = MIN (h.m.due, mine->due);
-      (void) dcp_state_store (r->state, token, &h, NULL);
-      dcp_state_release (&h);
+      if (!dcp_mark_store (r->state, token, &h, &error))
+        dcp_log (LOG_WARNING, "%s: cannot store the merged state: %s", shown, error->message);
+      dcp_mark_release (&h);
       dcp_run_poke (&step);
       dcp_log (LOG_INFO, "%s: the cache was removed; a newer push took ours over", shown);
       return FALSE;
     }
   h.m.owned = TRUE;
   h.pid = getpid ();
-  fd = dcp_state_own (r->state, token, &h, &error);
-  dcp_state_release (&h);
+  fd = dcp_mark_own (r->state, token, &h, &error);
+  dcp_mark_release (&h);
   if (fd < 0 || dup2 (fd, MARK_FD) < 0)
     dcp_log (LOG_WARNING, "%s: cannot make the mark again: %s", shown,
              error ? error->message : g_strerror (errno));
@@ -320,7 +322,7 @@ owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachin
 {
   g_autoptr (GError) error = NULL;
   DcpMachineConfig c;
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   dcp_run_machine_config (r, &c);
   if (r->state == NULL)
@@ -330,7 +332,7 @@ owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachin
       step->m = *mine;
       return TRUE;
     }
-  if (!dcp_state_hold (r->state, token, &h, &error))
+  if (!dcp_mark_hold (r->state, token, &h, &error))
     {
       g_autofree gchar *shown = dcp_token_display (token);
       dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
@@ -338,12 +340,12 @@ owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachin
     }
   h.pid = getpid ();
   dcp_machine_step (&c, &h.m, e, &step->a);
-  if (!dcp_state_store (r->state, token, &h, &error))
+  if (!dcp_mark_store (r->state, token, &h, &error))
     {
       g_autofree gchar *shown = dcp_token_display (token);
       dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
     }
-  dcp_state_release (&h);
+  dcp_mark_release (&h);
   step->m = *mine = h.m;
   return TRUE;
 }
@@ -461,8 +463,7 @@ dcp_sender_run_owner (DcpRun *r)
       gint64 until;
       int done;
 
-      if (r->state != NULL && dcp_state_mark_missing (MARK_FD)
-          && !remake_mark (r, token, shown, &mine))
+      if (r->state != NULL && dcp_mark_missing (MARK_FD) && !remake_mark (r, token, shown, &mine))
         return DCP_STATUS_DONE;
       e.now = g_get_real_time ();
       if (!owner_step (r, token, &e, &step, &mine))

@@ -24,7 +24,8 @@
 
 #include "dcp-error.h"
 #include "dcp-file.h"
-#include "dcp-plan.h"
+#include "dcp-retry.h"
+#include "dcp-schedule.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
 
@@ -696,7 +697,7 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
   const gchar *due = value (c, "due")->str;
   const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
 
-  if (!dcp_url_check (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
+  if (!dcp_http_check_url (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
       || (s->cacert != NULL && !check_cacert (s, error)))
     return FALSE;
   if (s->timeout == 0)

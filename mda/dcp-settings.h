@@ -6,7 +6,8 @@
 
 #include <glib.h>
 
-#include "dcp-plan.h"
+#include "dcp-retry.h"
+#include "dcp-schedule.h"
 
 #define DCP_DEFAULT_URL "https://notifications.delta.chat/notify"
 

@@ -110,7 +110,7 @@ check_same_facts (const DcpMessage *a, const DcpMessage *b)
   CHECK (g_strcmp0 (a->from, b->from) == 0);
   CHECK (a->chat_version == b->chat_version);
   CHECK (g_strcmp0 (a->message_id, b->message_id) == 0);
-  CHECK (a->received == b->received);
+  CHECK (a->received_s == b->received_s);
   CHECK (g_strcmp0 (a->key, b->key) == 0);
   CHECK (a->header_length == b->header_length);
   CHECK (a->truncated == b->truncated);
@@ -205,35 +205,35 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   CHECK (!msg->truncated || size >= DCP_MESSAGE_HEADER_MAX);
   CHECK (is_lower_hex (msg->key));
   CHECK (msg->from == NULL || (*msg->from != '\0' && !has_ascii_upper (msg->from)));
-  CHECK (msg->received >= -1);
+  CHECK (msg->received_s >= -1);
 
   for (gchar **a = msg->auto_submitted; *a != NULL; a++)
     automatic |= dcp_auto_submitted_is_automatic (*a);
 
   /* No policy: only Auto-Submitted can stop a notification. */
   {
-    DcpPolicy none = { .self = NULL, .max_age = 0, .chat_only = FALSE };
+    DcpPolicy none = { .self = NULL, .max_age_s = 0, .chat_only = FALSE };
     v = decide (msg, &none, FUZZ_NOW);
     CHECK (v == (automatic ? DCP_VERDICT_SKIP_AUTO : DCP_VERDICT_NOTIFY));
   }
 
   /* The defaults of the program: a day, a fixed self list. */
   {
-    DcpPolicy daily = { .self = self_fixed, .max_age = 86400, .chat_only = FALSE };
+    DcpPolicy daily = { .self = self_fixed, .max_age_s = 86400, .chat_only = FALSE };
     v = decide (msg, &daily, FUZZ_NOW);
     CHECK (v != DCP_VERDICT_SKIP_NOT_CHAT);
     if (automatic)
       CHECK (v == DCP_VERDICT_SKIP_AUTO);
     if (v == DCP_VERDICT_SKIP_OLD)
-      CHECK (msg->received >= 0 && FUZZ_NOW - msg->received > 86400);
+      CHECK (msg->received_s >= 0 && FUZZ_NOW - msg->received_s > 86400);
     /* A clock far before any parsed date: nothing is old. */
     v = decide (msg, &daily, G_GINT64_CONSTANT (0));
-    CHECK (v != DCP_VERDICT_SKIP_OLD || msg->received < 0);
+    CHECK (v != DCP_VERDICT_SKIP_OLD || msg->received_s < 0);
   }
 
   /* Chat only, and the message's own From as the self address. */
   {
-    DcpPolicy strict = { .self = NULL, .max_age = 3600, .chat_only = TRUE };
+    DcpPolicy strict = { .self = NULL, .max_age_s = 3600, .chat_only = TRUE };
     self_from[0] = msg->from;
     strict.self = msg->from != NULL ? self_from : NULL;
     v = decide (msg, &strict, FUZZ_NOW);

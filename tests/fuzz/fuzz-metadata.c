@@ -41,7 +41,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       const DcpMetadataSeen *t = g_ptr_array_index (seen, i);
       CHECK (dcp_token_validate (t->token, strlen (t->token), NULL));
       CHECK (strpbrk (t->token, "\"\\") == NULL);
-      CHECK (t->seen >= 0);
+      CHECK (t->seen_s >= 0);
       for (guint j = 0; j < i; j++)
         CHECK (strcmp (t->token, ((const DcpMetadataSeen *) g_ptr_array_index (seen, j))->token)
                != 0);

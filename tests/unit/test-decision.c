@@ -71,7 +71,7 @@ plain_facts (void)
   DcpMessage m;
 
   memset (&m, 0, sizeof m);
-  m.received = -1;
+  m.received_s = -1;
   return m;
 }
 
@@ -162,42 +162,42 @@ test_max_age (void)
   DcpPolicy policy = { NULL, HOUR, FALSE };
   DcpMessage m = plain_facts ();
 
-  m.received = NOW;
+  m.received_s = NOW;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = NOW - HOUR + 1;
+  m.received_s = NOW - HOUR + 1;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
   /* exactly max_age old is still fresh; one second more is old */
-  m.received = NOW - HOUR;
+  m.received_s = NOW - HOUR;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = NOW - HOUR - 1;
+  m.received_s = NOW - HOUR - 1;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_SKIP_OLD);
-  m.received = 0; /* the Epoch is a date like any other */
+  m.received_s = 0; /* the Epoch is a date like any other */
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_SKIP_OLD);
 
   /* unknown arrival time: fresh */
-  m.received = -1;
+  m.received_s = -1;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
 
   /* a date in the future (skewed server clock): fresh */
-  m.received = NOW + 1;
+  m.received_s = NOW + 1;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = NOW + 365 * 24 * HOUR;
+  m.received_s = NOW + 365 * 24 * HOUR;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = G_MAXINT64;
+  m.received_s = G_MAXINT64;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
 
   /* max_age 0 is off, however old */
-  policy.max_age = 0;
-  m.received = 0;
+  policy.max_age_s = 0;
+  m.received_s = 0;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = NOW - 100 * 365 * 24 * HOUR;
+  m.received_s = NOW - 100 * 365 * 24 * HOUR;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
 
   /* max_age of one second */
-  policy.max_age = 1;
-  m.received = NOW - 1;
+  policy.max_age_s = 1;
+  m.received_s = NOW - 1;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_NOTIFY);
-  m.received = NOW - 2;
+  m.received_s = NOW - 2;
   g_assert_cmpint (dcp_decide (&m, &policy, NOW), ==, DCP_VERDICT_SKIP_OLD);
 }
 
@@ -232,7 +232,7 @@ test_precedence (void)
 
       m.auto_submitted = (mask & 1) ? automatic : not_automatic;
       m.from = (gchar *) ((mask & 2) ? "me@example.org" : "you@example.org");
-      m.received = (mask & 4) ? NOW - 2 * HOUR : NOW - 60;
+      m.received_s = (mask & 4) ? NOW - 2 * HOUR : NOW - 60;
       m.chat_version = !(mask & 8);
 
       if (mask & 1)

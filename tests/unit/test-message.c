@@ -90,7 +90,7 @@ received_of (const gchar *text)
   g_autoptr (DcpMessage) m = parse (text);
 
   note (text);
-  return m->received;
+  return m->received_s;
 }
 
 static gboolean
@@ -499,10 +499,10 @@ test_crlf (void)
   g_assert_cmpstr (b->from, ==, "bob@example.net");
   assert_strv (b->auto_submitted, autos);
   g_assert_true (b->chat_version);
-  g_assert_cmpint (b->received, ==, utc (2026, 11, 22, 3, 0, 0));
+  g_assert_cmpint (b->received_s, ==, utc (2026, 11, 22, 3, 0, 0));
   g_assert_cmpstr (a->from, ==, b->from);
   assert_strv (a->auto_submitted, autos);
-  g_assert_cmpint (a->received, ==, b->received);
+  g_assert_cmpint (a->received_s, ==, b->received_s);
   /* the header block ends after the CRLF CRLF */
   g_assert_cmpuint (a->header_length, ==, strstr (lf, "\n\n") + 2 - lf);
   g_assert_cmpuint (b->header_length, ==, strstr (crlf->str, "\r\n\r\n") + 4 - crlf->str);
@@ -526,7 +526,7 @@ test_nul_bytes (void)
   g_assert_cmpstr (m->message_id, ==, "m@x");
   g_assert_cmpuint (m->header_length, ==, strstr (text + 13, "\n\n") + 2 - text);
   /* whatever leading NULs do, they do not crash or invent facts */
-  g_assert_cmpint (n->received, ==, -1);
+  g_assert_cmpint (n->received_s, ==, -1);
   g_assert_false (n->chat_version);
 }
 
@@ -579,7 +579,7 @@ test_empty (void)
   g_assert_null (m->from);
   g_assert_false (m->chat_version);
   g_assert_null (m->message_id);
-  g_assert_cmpint (m->received, ==, -1);
+  g_assert_cmpint (m->received_s, ==, -1);
   g_assert_true (is_hex64 (m->key));
   g_assert_cmpuint (m->header_length, ==, 0);
   g_assert_false (m->truncated);
@@ -1126,7 +1126,7 @@ test_read_errors (void)
   g_assert_cmpint (dir, >=, 0);
   bytes = dcp_message_read_header (dir, NULL, &error);
   g_assert_null (bytes);
-  g_assert_error (error, DCP_ERROR, DCP_ERROR_INPUT);
+  g_assert_error (error, G_FILE_ERROR, G_FILE_ERROR_ISDIR);
   g_assert_nonnull (strstr (error->message, g_strerror (EISDIR)));
   close (dir);
 
@@ -1155,7 +1155,7 @@ test_read_then_parse (void)
   g_assert_cmpstr (read->from, ==, "bob@example.net");
   g_assert_cmpstr (read->from, ==, whole->from);
   assert_strv (read->auto_submitted, (const gchar *const *) whole->auto_submitted);
-  g_assert_cmpint (read->received, ==, whole->received);
+  g_assert_cmpint (read->received_s, ==, whole->received_s);
   g_assert_cmpint (read->chat_version, ==, whole->chat_version);
   g_assert_cmpstr (read->key, ==, whole->key);
   g_assert_cmpuint (read->header_length, ==, whole->header_length);

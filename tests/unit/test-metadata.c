@@ -284,9 +284,9 @@ test_seen (void)
   a = g_ptr_array_index (got, 0);
   b = g_ptr_array_index (got, 1);
   g_assert_cmpstr (a->token, ==, TOKEN_A);
-  g_assert_cmpint (a->seen, ==, 1750000000);
+  g_assert_cmpint (a->seen_s, ==, 1750000000);
   g_assert_cmpstr (b->token, ==, TOKEN_B);
-  g_assert_cmpint (b->seen, ==, 1800000000);
+  g_assert_cmpint (b->seen_s, ==, 1800000000);
   /* one warning per bad line */
   g_assert_cmpuint (warnings->len, ==, 7);
 }

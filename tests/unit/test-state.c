@@ -19,6 +19,9 @@
 
 #include "dcp-error.h"
 #include "dcp-machine.h"
+#include "dcp-device.h"
+#include "dcp-mark.h"
+#include "dcp-retry.h"
 #include "dcp-state.h"
 #include "dcp-token.h"
 
@@ -98,10 +101,10 @@ step (Fixture *f, const gchar *token, guint burst, DcpEvent e, int *own)
 {
   g_autoptr (GError) error = NULL;
   DcpMachineConfig c = CONFIG (burst);
-  DcpTokenHold h;
+  DcpMarkHold h;
   DcpActions a;
 
-  g_assert_true (dcp_state_hold (f->state, token, &h, &error));
+  g_assert_true (dcp_mark_hold (f->state, token, &h, &error));
   g_assert_no_error (error);
   if (h.m.owned && !h.owner_live)
     {
@@ -111,7 +114,7 @@ step (Fixture *f, const gchar *token, guint burst, DcpEvent e, int *own)
   dcp_machine_step (&c, &h.m, &e, &a);
   if (a.detach_at >= 0)
     {
-      int fd = dcp_state_own (f->state, token, &h, &error);
+      int fd = dcp_mark_own (f->state, token, &h, &error);
       g_assert_no_error (error);
       g_assert_cmpint (fd, >=, 0);
       if (own != NULL)
@@ -120,9 +123,9 @@ step (Fixture *f, const gchar *token, guint burst, DcpEvent e, int *own)
         close (fd);
     }
   else
-    g_assert_true (dcp_state_store (f->state, token, &h, &error));
+    g_assert_true (dcp_mark_store (f->state, token, &h, &error));
   g_assert_no_error (error);
-  dcp_state_release (&h);
+  dcp_mark_release (&h);
   return a;
 }
 
@@ -140,11 +143,11 @@ answer (Fixture *f, const gchar *token, gint64 started, gint64 now, DcpHttpOutco
   return step (f, token, 3, e, NULL);
 }
 
-static DcpTokenHold
+static DcpMarkHold
 peek_state (Fixture *f, const gchar *token)
 {
-  DcpTokenHold h;
-  dcp_state_peek (f->state, token, &h);
+  DcpMarkHold h;
+  dcp_mark_peek (f->state, token, &h);
   return h;
 }
 
@@ -227,13 +230,13 @@ test_open_permissions (void)
   /* make every kind of file, with a umask that would let anything through */
   f.state = state;
   g_assert_true (read_at (&f, TOKEN, T0, NULL).push);
-  g_assert_true (dcp_state_record (state, TOKEN, T0, "200 ok", &error));
+  g_assert_true (dcp_mark_record (state, TOKEN, T0, "200 ok", &error));
   g_assert_cmpint (read_at (&f, TOKEN, T0 + SEC / 2, &own).why, ==, DCP_WHY_TRAILING);
   g_assert_true (read_at (&f, "other", T0, NULL).push);
-  g_assert_true (dcp_state_set_gone (state, "gone", TRUE, T0, &error));
+  g_assert_true (dcp_mark_set_gone (state, "gone", TRUE, T0, &error));
   retry.failures = 1;
-  retry.first = T0;
-  g_assert_true (dcp_state_retry_save (state, key, &retry, &error));
+  retry.first_s = T0 / SEC;
+  g_assert_true (dcp_retry_save (state, key, &retry, &error));
   g_assert_no_error (error);
 
   names = list_dir (expected);
@@ -307,12 +310,12 @@ test_file_names (Fixture *f, gconstpointer data)
       g_autofree gchar *key = dcp_token_hash (tokens[i]);
 
       g_assert_true (read_at (f, tokens[i], T0, NULL).push);
-      g_assert_true (dcp_state_record (f->state, tokens[i], T0, "200 ok", &error));
+      g_assert_true (dcp_mark_record (f->state, tokens[i], T0, "200 ok", &error));
       g_assert_cmpint (read_at (f, tokens[i], T0 + SEC / 2, NULL).why, ==, DCP_WHY_TRAILING);
-      g_assert_true (dcp_state_set_gone (f->state, tokens[i], TRUE, T0, &error));
+      g_assert_true (dcp_mark_set_gone (f->state, tokens[i], TRUE, T0, &error));
       retry.done = g_ptr_array_new_with_free_func (g_free);
       g_ptr_array_add (retry.done, g_strdup (key));
-      g_assert_true (dcp_state_retry_save (f->state, key, &retry, &error));
+      g_assert_true (dcp_retry_save (f->state, key, &retry, &error));
       g_assert_no_error (error);
       dcp_retry_clear (&retry);
     }
@@ -356,44 +359,44 @@ test_retry_round_trip (Fixture *f, gconstpointer data)
 
   (void) data;
   /* nothing saved: zero failures, no first, an empty list */
-  g_assert_true (dcp_state_retry_load (f->state, key, &loaded, &error));
+  g_assert_true (dcp_retry_load (f->state, key, &loaded, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (loaded.failures, ==, 0);
-  g_assert_cmpint (loaded.first, ==, -1);
+  g_assert_cmpint (loaded.first_s, ==, -1);
   g_assert_nonnull (loaded.done);
   g_assert_cmpuint (loaded.done->len, ==, 0);
   dcp_retry_clear (&loaded);
   g_assert_null (loaded.done);
 
   r.failures = 3;
-  r.first = T0;
+  r.first_s = T0 / SEC;
   r.done = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (r.done, g_strdup (h1));
   g_ptr_array_add (r.done, g_strdup (h2));
-  g_assert_true (dcp_state_retry_save (f->state, key, &r, &error));
+  g_assert_true (dcp_retry_save (f->state, key, &r, &error));
   g_assert_no_error (error);
 
-  g_assert_true (dcp_state_retry_load (f->state, key, &loaded, &error));
+  g_assert_true (dcp_retry_load (f->state, key, &loaded, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (loaded.failures, ==, 3);
-  g_assert_cmpint (loaded.first, ==, T0);
+  g_assert_cmpint (loaded.first_s, ==, T0 / SEC);
   g_assert_cmpuint (loaded.done->len, ==, 2);
   g_assert_cmpstr (g_ptr_array_index (loaded.done, 0), ==, h1);
   g_assert_cmpstr (g_ptr_array_index (loaded.done, 1), ==, h2);
 
   /* records are per message */
-  g_assert_true (dcp_state_retry_load (f->state, key2, &other, &error));
+  g_assert_true (dcp_retry_load (f->state, key2, &other, &error));
   g_assert_cmpuint (other.failures, ==, 0);
   g_assert_cmpuint (other.done->len, ==, 0);
 
   /* saving again replaces */
   r.failures = 4;
   g_ptr_array_set_size (r.done, 0);
-  g_assert_true (dcp_state_retry_save (f->state, key, &r, &error));
+  g_assert_true (dcp_retry_save (f->state, key, &r, &error));
   dcp_retry_clear (&loaded);
-  g_assert_true (dcp_state_retry_load (f->state, key, &loaded, &error));
+  g_assert_true (dcp_retry_load (f->state, key, &loaded, &error));
   g_assert_cmpuint (loaded.failures, ==, 4);
-  g_assert_cmpint (loaded.first, ==, T0);
+  g_assert_cmpint (loaded.first_s, ==, T0 / SEC);
   g_assert_cmpuint (loaded.done->len, ==, 0);
 
   /* no temp file is left behind */
@@ -402,14 +405,16 @@ test_retry_round_trip (Fixture *f, gconstpointer data)
     g_assert_cmpuint (names->len, ==, 1);
   }
 
-  dcp_state_retry_clear (f->state, key);
-  g_assert_true (dcp_state_retry_load (f->state, key, &cleared, &error));
+  g_assert_true (dcp_retry_delete (f->state, key, &error));
+  g_assert_no_error (error);
+  g_assert_true (dcp_retry_load (f->state, key, &cleared, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (cleared.failures, ==, 0);
-  g_assert_cmpint (cleared.first, ==, -1);
+  g_assert_cmpint (cleared.first_s, ==, -1);
   g_assert_cmpuint (cleared.done->len, ==, 0);
-  /* clearing twice is harmless */
-  dcp_state_retry_clear (f->state, key);
+  /* deleting twice is harmless */
+  g_assert_true (dcp_retry_delete (f->state, key, &error));
+  g_assert_no_error (error);
 
   dcp_retry_clear (&r);
   dcp_retry_clear (&loaded);
@@ -428,16 +433,16 @@ test_retry_many_tokens (Fixture *f, gconstpointer data)
 
   (void) data;
   r.failures = 1;
-  r.first = T0;
+  r.first_s = T0 / SEC;
   r.done = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < n; i++)
     {
       g_autofree gchar *token = g_strdup_printf ("token-%u", i);
       g_ptr_array_add (r.done, dcp_token_hash (token));
     }
-  g_assert_true (dcp_state_retry_save (f->state, key, &r, &error));
+  g_assert_true (dcp_retry_save (f->state, key, &r, &error));
   g_assert_no_error (error);
-  g_assert_true (dcp_state_retry_load (f->state, key, &loaded, &error));
+  g_assert_true (dcp_retry_load (f->state, key, &loaded, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (loaded.failures, ==, 1);
   for (guint i = 0; i < loaded.done->len; i++)
@@ -553,18 +558,18 @@ test_symlink_others (Fixture *f, gconstpointer data)
   Target last = make_target (f, "target-last");
   Target full = make_target (f, "target-full");
   DcpRetry r = { 0 }, loaded = { 0 };
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   (void) data;
   /* the lock */
   plant (f, "t-lock", ".lock", &lock);
-  g_assert_false (dcp_state_hold (f->state, "t-lock", &h, &e1));
+  g_assert_false (dcp_mark_hold (f->state, "t-lock", &h, &e1));
   g_assert_nonnull (e1);
   assert_target_untouched (&lock);
 
   /* the result */
   plant (f, "t-result", ".result", &result);
-  (void) dcp_state_record (f->state, "t-result", T0, "200 ok", &e2);
+  (void) dcp_mark_record (f->state, "t-result", T0, "200 ok", &e2);
   assert_target_untouched (&result);
 
   /* the gone mark: a symlink does not mark a token gone, and is not
@@ -572,7 +577,7 @@ test_symlink_others (Fixture *f, gconstpointer data)
   plant (f, "t-gone", ".gone", &gone);
   h = peek_state (f, "t-gone");
   g_assert_false (h.m.gone);
-  (void) dcp_state_set_gone (f->state, "t-gone", TRUE, T0, &e3);
+  (void) dcp_mark_set_gone (f->state, "t-gone", TRUE, T0, &e3);
   assert_target_untouched (&gone);
 
   /* the mark, the bucket and the last push: never read or written
@@ -584,14 +589,14 @@ test_symlink_others (Fixture *f, gconstpointer data)
   g_assert_cmpint (h.m.last, ==, -1);
   g_assert_cmpint (h.m.full_at, ==, -1);
   g_assert_cmpint (h.m.wanted, ==, -1);
-  if (dcp_state_hold (f->state, "t-due", &h, &e4))
+  if (dcp_mark_hold (f->state, "t-due", &h, &e4))
     {
       DcpMachineConfig c = CONFIG (3);
       DcpEvent e = { DCP_EVENT_READ, T0, FALSE, -1, DCP_HTTP_OK, FALSE };
       DcpActions a;
       dcp_machine_step (&c, &h.m, &e, &a);
-      (void) dcp_state_store (f->state, "t-due", &h, NULL);
-      dcp_state_release (&h);
+      (void) dcp_mark_store (f->state, "t-due", &h, NULL);
+      dcp_mark_release (&h);
     }
   assert_target_untouched (&pending);
   assert_target_untouched (&last);
@@ -599,11 +604,11 @@ test_symlink_others (Fixture *f, gconstpointer data)
 
   /* a retry record */
   g_assert_cmpint (symlink (retry.path, retry_path), ==, 0);
-  (void) dcp_state_retry_load (f->state, key, &loaded, &e5);
+  (void) dcp_retry_load (f->state, key, &loaded, &e5);
   g_assert_cmpuint (loaded.failures, ==, 0);
   r.failures = 2;
-  r.first = T0;
-  (void) dcp_state_retry_save (f->state, key, &r, NULL);
+  r.first_s = T0 / SEC;
+  (void) dcp_retry_save (f->state, key, &r, NULL);
   assert_target_untouched (&retry);
   dcp_retry_clear (&loaded);
   dcp_retry_clear (&r);
@@ -615,7 +620,7 @@ static void
 test_round_trip (Fixture *f, gconstpointer data)
 {
   g_autofree gchar *due = NULL;
-  DcpTokenHold h;
+  DcpMarkHold h;
   DcpActions a;
   int own = -1;
 
@@ -659,7 +664,7 @@ static void
 test_owed_on_disk (Fixture *f, gconstpointer data)
 {
   g_autoptr (GPtrArray) tokens = NULL;
-  DcpTokenHold h;
+  DcpMarkHold h;
   DcpActions a;
   int own = -1;
 
@@ -672,7 +677,8 @@ test_owed_on_disk (Fixture *f, gconstpointer data)
   g_assert_cmpint (h.m.owed_first, ==, T0 + SEC);
   g_assert_cmpuint (h.m.tries, ==, 1);
   /* the mark holds the token, for --resume */
-  tokens = dcp_state_marked_tokens (f->state);
+  tokens = dcp_mark_tokens (f->state, NULL);
+  g_assert_nonnull (tokens);
   g_assert_cmpuint (tokens->len, ==, 1);
   g_assert_cmpstr (g_ptr_array_index (tokens, 0), ==, TOKEN);
   /* its owner was never started: a run takes it over */
@@ -687,23 +693,23 @@ static void
 test_gone (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   (void) data;
   g_assert_true (read_at (f, TOKEN, T0, NULL).push);
   answer (f, TOKEN, T0, T0 + SEC, DCP_HTTP_GONE);
   h = peek_state (f, TOKEN);
   g_assert_true (h.m.gone);
-  g_assert_cmpint (dcp_state_gone_since (f->state, TOKEN), >=, 0);
+  g_assert_cmpint (dcp_mark_gone_since (f->state, TOKEN), >=, 0);
   g_assert_cmpint (read_at (f, TOKEN, T0 + 2 * SEC, NULL).why, ==, DCP_WHY_GONE);
   /* other tokens are not affected */
   g_assert_true (read_at (f, "other", T0 + SEC, NULL).push);
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, FALSE, T0 + 2 * SEC, &error));
+  g_assert_true (dcp_mark_set_gone (f->state, TOKEN, FALSE, T0 + 2 * SEC, &error));
   g_assert_no_error (error);
-  g_assert_cmpint (dcp_state_gone_since (f->state, TOKEN), ==, -1);
+  g_assert_cmpint (dcp_mark_gone_since (f->state, TOKEN), ==, -1);
   g_assert_true (read_at (f, TOKEN, T0 + 3 * SEC, NULL).push);
   /* clearing a mark that is not there is fine */
-  g_assert_true (dcp_state_set_gone (f->state, "never", FALSE, T0, &error));
+  g_assert_true (dcp_mark_set_gone (f->state, "never", FALSE, T0, &error));
   g_assert_no_error (error);
 }
 
@@ -712,7 +718,7 @@ static void
 test_damaged_mark (Fixture *f, gconstpointer data)
 {
   g_autofree gchar *mark = state_file (f, TOKEN, ".due");
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   (void) data;
   g_assert_true (g_file_set_contents (mark, "12 x", -1, NULL));
@@ -819,7 +825,7 @@ race (Fixture *f, gint64 now, guint burst, guint expected[3])
           DcpMachineConfig c = CONFIG (burst);
           DcpEvent e = { DCP_EVENT_READ, now, FALSE, -1, DCP_HTTP_OK, FALSE };
           DcpState *state;
-          DcpTokenHold h;
+          DcpMarkHold h;
           DcpActions a;
           gchar ch = 'E';
           int own = -1;
@@ -829,7 +835,7 @@ race (Fixture *f, gint64 now, guint burst, guint expected[3])
           close (release[1]);
           state = dcp_state_open (f->root, NULL);
           wait_eof (barrier[0]);
-          if (state != NULL && dcp_state_hold (state, TOKEN, &h, NULL))
+          if (state != NULL && dcp_mark_hold (state, TOKEN, &h, NULL))
             {
               if (h.m.owned && !h.owner_live)
                 {
@@ -838,10 +844,10 @@ race (Fixture *f, gint64 now, guint burst, guint expected[3])
                 }
               dcp_machine_step (&c, &h.m, &e, &a);
               if (a.detach_at >= 0)
-                own = dcp_state_own (state, TOKEN, &h, NULL);
+                own = dcp_mark_own (state, TOKEN, &h, NULL);
               else
-                (void) dcp_state_store (state, TOKEN, &h, NULL);
-              dcp_state_release (&h);
+                (void) dcp_mark_store (state, TOKEN, &h, NULL);
+              dcp_mark_release (&h);
               ch = a.push                         ? 'P'
                    : a.detach_at >= 0 && own >= 0 ? 'T'
                    : a.why == DCP_WHY_COVERED     ? 'C'
@@ -881,7 +887,7 @@ static void
 test_race_fresh (Fixture *f, gconstpointer data)
 {
   guint expected[3] = { 1, 1, RACERS - 2 };
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   (void) data;
   race (f, T0, 3, expected);
@@ -897,7 +903,7 @@ static void
 test_race_bucket_empty (Fixture *f, gconstpointer data)
 {
   guint expected[3] = { 0, 1, RACERS - 1 };
-  DcpTokenHold h;
+  DcpMarkHold h;
 
   (void) data;
   g_assert_true (read_at (f, TOKEN, T0, NULL).push);
@@ -919,9 +925,21 @@ device_seen (Fixture *f, const gchar *token, gint64 now)
   g_autoptr (GError) error = NULL;
   gboolean gone = TRUE;
 
-  g_assert_true (dcp_state_device_seen (f->state, token, SOURCE, now, &gone, &error));
+  g_assert_true (dcp_device_seen (f->state, token, SOURCE, now, &gone, &error));
   g_assert_no_error (error);
   g_assert_false (gone);
+}
+
+/* The remembered devices (the directory can always be listed here). */
+static GPtrArray *
+device_list (Fixture *f, gint64 now, gint64 max_age, gboolean expire)
+{
+  g_autoptr (GError) error = NULL;
+  GPtrArray *devices = dcp_device_list (f->state, now, max_age, expire, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (devices);
+  return devices;
 }
 
 static void
@@ -943,7 +961,7 @@ test_device_remembered (Fixture *f, gconstpointer data)
   g_assert_cmpint (st.st_mode & 07777, ==, 0600);
   g_assert_true (g_file_get_contents (path, &content, NULL, NULL));
   g_assert_cmpstr (content, ==, TOKEN "\n" SOURCE "\n");
-  devices = dcp_state_devices (f->state, T0 + SEC, 90 * DAY, TRUE);
+  devices = device_list (f, T0 + SEC, 90 * DAY, TRUE);
   g_assert_cmpuint (devices->len, ==, 1);
   d = g_ptr_array_index (devices, 0);
   g_assert_cmpstr (d->token, ==, TOKEN);
@@ -963,18 +981,18 @@ test_device_expiry (Fixture *f, gconstpointer data)
   device_seen (f, "new-token-bbbb", T0 + 10 * DAY);
   /* 90 days exactly: still kept; one µs more: forgotten, but only when
    * expiring (--status looks without changing) */
-  kept = dcp_state_devices (f->state, T0 + 90 * DAY, 90 * DAY, TRUE);
+  kept = device_list (f, T0 + 90 * DAY, 90 * DAY, TRUE);
   g_assert_cmpuint (kept->len, ==, 2);
   g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (kept, 0))->token, ==, "new-token-bbbb");
-  peeked = dcp_state_devices (f->state, T0 + 90 * DAY + 1, 90 * DAY, FALSE);
+  peeked = device_list (f, T0 + 90 * DAY + 1, 90 * DAY, FALSE);
   g_assert_cmpuint (peeked->len, ==, 2);
   g_clear_pointer (&kept, g_ptr_array_unref);
-  kept = dcp_state_devices (f->state, T0 + 90 * DAY + 1, 90 * DAY, TRUE);
+  kept = device_list (f, T0 + 90 * DAY + 1, 90 * DAY, TRUE);
   g_assert_cmpuint (kept->len, ==, 1);
   g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (kept, 0))->token, ==, "new-token-bbbb");
   /* seen again: refreshed */
   device_seen (f, "new-token-bbbb", T0 + 200 * DAY);
-  after = dcp_state_devices (f->state, T0 + 250 * DAY, 90 * DAY, TRUE);
+  after = device_list (f, T0 + 250 * DAY, 90 * DAY, TRUE);
   g_assert_cmpuint (after->len, ==, 1);
 }
 
@@ -987,14 +1005,14 @@ test_device_forget_and_gone (Fixture *f, gconstpointer data)
 
   (void) data;
   device_seen (f, TOKEN, T0);
-  g_assert_true (dcp_state_set_gone (f->state, TOKEN, TRUE, T0, NULL));
-  g_assert_true (dcp_state_device_forget (f->state, TOKEN, &error));
+  g_assert_true (dcp_mark_set_gone (f->state, TOKEN, TRUE, T0, NULL));
+  g_assert_true (dcp_device_forget (f->state, TOKEN, &error));
   g_assert_no_error (error);
-  g_assert_true (dcp_state_device_forget (f->state, TOKEN, &error)); /* twice is fine */
+  g_assert_true (dcp_device_forget (f->state, TOKEN, &error)); /* twice is fine */
   /* still in Dovecot's file: not remembered again */
-  g_assert_true (dcp_state_device_seen (f->state, TOKEN, SOURCE, T0 + SEC, &gone, &error));
+  g_assert_true (dcp_device_seen (f->state, TOKEN, SOURCE, T0 + SEC, &gone, &error));
   g_assert_true (gone);
-  devices = dcp_state_devices (f->state, T0 + 2 * SEC, 90 * DAY, TRUE);
+  devices = device_list (f, T0 + 2 * SEC, 90 * DAY, TRUE);
   g_assert_cmpuint (devices->len, ==, 0);
 }
 
@@ -1007,7 +1025,7 @@ test_device_cap_and_damage (Fixture *f, gconstpointer data)
   g_autoptr (GPtrArray) devices = NULL;
 
   (void) data;
-  for (gint i = 0; i < DCP_STATE_DEVICES_MAX + 5; i++)
+  for (gint i = 0; i < DCP_DEVICE_MAX + 5; i++)
     {
       g_autofree gchar *token = g_strdup_printf ("device-token-%03d", i);
       device_seen (f, token, T0 + i * SEC);
@@ -1016,14 +1034,14 @@ test_device_cap_and_damage (Fixture *f, gconstpointer data)
    * token, are not devices */
   g_assert_true (g_file_set_contents (wrong, "another-token\nx\n", -1, NULL));
   g_assert_true (g_file_set_contents (garbage, "a b\n\n", -1, NULL));
-  devices = dcp_state_devices (f->state, T0 + DAY, 90 * DAY, TRUE);
-  g_assert_cmpuint (devices->len, ==, DCP_STATE_DEVICES_MAX);
+  devices = device_list (f, T0 + DAY, 90 * DAY, TRUE);
+  g_assert_cmpuint (devices->len, ==, DCP_DEVICE_MAX);
   /* the oldest went */
   g_assert_cmpstr (((DcpDevice *) g_ptr_array_index (devices, devices->len - 1))->token, ==,
                    "device-token-005");
   g_clear_pointer (&devices, g_ptr_array_unref);
-  devices = dcp_state_devices (f->state, T0 + DAY, 90 * DAY, FALSE);
-  g_assert_cmpuint (devices->len, ==, DCP_STATE_DEVICES_MAX);
+  devices = device_list (f, T0 + DAY, 90 * DAY, FALSE);
+  g_assert_cmpuint (devices->len, ==, DCP_DEVICE_MAX);
 }
 
 /* ---------------------------------------------------------------- owed */

@@ -1,41 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The run's decisions (lib/dcp-plan.c), exhaustively where the inputs are
- * few: the retry mode, the caller-mode cap, and the owed push's
- * schedule. */
+/* An owed push's schedule (lib/dcp-schedule.c): the relays' steps, when it
+ * is given up, and what --retry-schedule accepts. */
 #include <glib.h>
 
 #include "dcp-error.h"
-#include "dcp-plan.h"
+#include "dcp-schedule.h"
 
 #define SEC G_GINT64_CONSTANT (1000000)
 #define T0 G_GINT64_CONSTANT (1795320000123456)
-
-static void
-test_retry_mode (void)
-{
-  g_autoptr (GError) error = NULL;
-  DcpRetryMode mode = DCP_RETRY_CALLER;
-
-  g_assert_true (dcp_retry_mode_parse ("background", &mode, &error));
-  g_assert_cmpint (mode, ==, DCP_RETRY_BACKGROUND);
-  g_assert_true (dcp_retry_mode_parse ("caller", &mode, &error));
-  g_assert_cmpint (mode, ==, DCP_RETRY_CALLER);
-  g_assert_false (dcp_retry_mode_parse ("Caller", &mode, &error));
-  g_assert_error (error, DCP_ERROR, DCP_ERROR_INVALID);
-}
-
-static void
-test_cap (void)
-{
-  gint64 first = 1000;
-
-  for (guint failures = 1; failures < DCP_RETRY_CAP_RUNS; failures++)
-    g_assert_false (dcp_retry_cap_reached (failures, first, first + 60));
-  g_assert_true (dcp_retry_cap_reached (DCP_RETRY_CAP_RUNS, first, first + 60));
-  g_assert_false (dcp_retry_cap_reached (2, first, first + DCP_RETRY_CAP_SECONDS - 1));
-  g_assert_true (dcp_retry_cap_reached (2, first, first + DCP_RETRY_CAP_SECONDS));
-  g_assert_false (dcp_retry_cap_reached (1, -1, first));
-}
 
 static void
 test_schedule_relays (void)
@@ -74,7 +46,7 @@ test_schedule_parse (void)
   g_assert_cmpuint (s.n, ==, 3);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 3), ==, T0 + 4 * SEC);
   g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, -1);
-  g_assert_cmpint (s.give_up, ==, 4);
+  g_assert_cmpint (s.give_up_s, ==, 4);
   /* "+END": the last step again until END */
   g_assert_true (dcp_schedule_parse ("1,2,4+14", &s, &error));
   g_assert_cmpint (dcp_schedule_next (&s, T0, 4), ==, T0 + 8 * SEC);
@@ -95,9 +67,7 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/plan/retry-mode", test_retry_mode);
-  g_test_add_func ("/plan/cap", test_cap);
-  g_test_add_func ("/plan/schedule/relays", test_schedule_relays);
-  g_test_add_func ("/plan/schedule/parse", test_schedule_parse);
+  g_test_add_func ("/schedule/relays", test_schedule_relays);
+  g_test_add_func ("/schedule/parse", test_schedule_parse);
   return g_test_run ();
 }

@@ -1,33 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The run's decisions (see dcp-plan.h).  No I/O, no clock of its own. */
-#include "dcp-plan.h"
+/* An owed push's schedule (see dcp-schedule.h).  No I/O, no clock of its
+ * own. */
+#include "dcp-schedule.h"
 
 #include <string.h>
 
 #include "dcp-error.h"
-
-gboolean
-dcp_retry_mode_parse (const gchar *text, DcpRetryMode *mode, GError **error)
-{
-  if (g_strcmp0 (text, "background") == 0)
-    *mode = DCP_RETRY_BACKGROUND;
-  else if (g_strcmp0 (text, "caller") == 0)
-    *mode = DCP_RETRY_CALLER;
-  else
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "retry must be \"background\" or \"caller\", not \"%s\"", text);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-gboolean
-dcp_retry_cap_reached (guint failures, gint64 first_s, gint64 now_s)
-{
-  return failures >= DCP_RETRY_CAP_RUNS
-         || (first_s >= 0 && now_s - first_s >= DCP_RETRY_CAP_SECONDS);
-}
 
 void
 dcp_schedule_init (DcpSchedule *s)
@@ -36,8 +14,8 @@ dcp_schedule_init (DcpSchedule *s)
 
   memset (s, 0, sizeof *s);
   s->n = G_N_ELEMENTS (relay);
-  memcpy (s->step, relay, sizeof relay);
-  s->give_up = DCP_SCHEDULE_GIVE_UP;
+  memcpy (s->step_s, relay, sizeof relay);
+  s->give_up_s = DCP_SCHEDULE_GIVE_UP_S;
 }
 
 /* "1,2,4": the steps, in seconds after the first failure; given up after
@@ -48,7 +26,7 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
   g_auto (GStrv) halves = g_strsplit (text, "+", 2);
   g_auto (GStrv) parts = g_strsplit (halves[0] ? halves[0] : "", ",", -1);
   guint n = g_strv_length (parts);
-  guint64 give_up = 0;
+  guint64 give_up_s = 0;
   DcpSchedule parsed;
 
   dcp_schedule_init (s);
@@ -62,28 +40,28 @@ dcp_schedule_parse (const gchar *text, DcpSchedule *s, GError **error)
   for (guint i = 0; i < n; i++)
     {
       guint64 v;
-      if (!g_ascii_string_to_unsigned (parts[i], 10, 1, DCP_SCHEDULE_GIVE_UP, &v, NULL)
-          || (i > 0 && (gint64) v <= parsed.step[i - 1]))
+      if (!g_ascii_string_to_unsigned (parts[i], 10, 1, DCP_SCHEDULE_GIVE_UP_S, &v, NULL)
+          || (i > 0 && (gint64) v <= parsed.step_s[i - 1]))
         {
           g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
                        "a retry schedule is increasing seconds, 1 to %d, not \"%s\"",
-                       DCP_SCHEDULE_GIVE_UP, text);
+                       DCP_SCHEDULE_GIVE_UP_S, text);
           return FALSE;
         }
-      parsed.step[i] = (gint64) v;
+      parsed.step_s[i] = (gint64) v;
     }
   parsed.n = n;
-  parsed.give_up = parsed.step[n - 1];
+  parsed.give_up_s = parsed.step_s[n - 1];
   if (halves[0] != NULL && halves[1] != NULL)
     {
-      if (!g_ascii_string_to_unsigned (halves[1], 10, (guint64) parsed.give_up,
-                                       DCP_SCHEDULE_GIVE_UP, &give_up, NULL))
+      if (!g_ascii_string_to_unsigned (halves[1], 10, (guint64) parsed.give_up_s,
+                                       DCP_SCHEDULE_GIVE_UP_S, &give_up_s, NULL))
         {
           g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
                        "a retry schedule's end is seconds after its last step, not \"%s\"", text);
           return FALSE;
         }
-      parsed.give_up = (gint64) give_up;
+      parsed.give_up_s = (gint64) give_up_s;
     }
   *s = parsed;
   return TRUE;
@@ -103,17 +81,17 @@ dcp_schedule_next (const DcpSchedule *s, gint64 first, guint tries)
   if (s->n == 0)
     return -1;
   if (tries <= s->n)
-    at = s->step[tries - 1];
+    at = s->step_s[tries - 1];
   else
-    at = s->step[s->n - 1] * (gint64) MIN (tries - s->n + 1, (guint) DCP_SCHEDULE_GIVE_UP);
-  if (at > s->give_up)
+    at = s->step_s[s->n - 1] * (gint64) MIN (tries - s->n + 1, (guint) DCP_SCHEDULE_GIVE_UP_S);
+  if (at > s->give_up_s)
     {
       gint64 before = tries == 1      ? 0
-                      : tries <= s->n ? s->step[tries - 2]
-                                      : s->step[s->n - 1] * (gint64) (tries - s->n);
-      if (before >= s->give_up)
+                      : tries <= s->n ? s->step_s[tries - 2]
+                                      : s->step_s[s->n - 1] * (gint64) (tries - s->n);
+      if (before >= s->give_up_s)
         return -1;
-      at = s->give_up;
+      at = s->give_up_s;
     }
   return first + at * G_USEC_PER_SEC;
 }
@@ -123,5 +101,5 @@ dcp_schedule_next (const DcpSchedule *s, gint64 first, guint tries)
 gboolean
 dcp_schedule_expired (const DcpSchedule *s, gint64 first, gint64 now)
 {
-  return first < 0 || now - first >= s->give_up * G_USEC_PER_SEC;
+  return first < 0 || now - first >= s->give_up_s * G_USEC_PER_SEC;
 }
