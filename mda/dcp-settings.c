@@ -203,7 +203,6 @@ static const Option options[] = {
   { "help", 'h', NULL, OPT_FLAG, NULL, "Show this help and exit", NULL, NONE },
   { "trailing-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
   { "owed-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
-  { "due", 0, NULL, OPT_STRING, NULL, NULL, NULL, NONE },
 };
 /* clang-format on */
 
@@ -262,7 +261,6 @@ dcp_settings_new (void)
   s->tokens = g_ptr_array_new_with_free_func (g_free);
   s->warnings = g_ptr_array_new_with_free_func (g_free);
   s->trailing = TRUE;
-  s->due = -1;
   dcp_schedule_init (&s->schedule);
   return s;
 }
@@ -691,9 +689,8 @@ check_cacert (DcpSettings *s, GError **error)
 
 /* The settings only code can check, once every option is in place. */
 static gboolean
-check_settings (DcpSettings *s, Cli *c, GError **error)
+check_settings (DcpSettings *s, GError **error)
 {
-  const gchar *due = value (c, "due")->str;
   const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
 
   if (!dcp_url_check (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
@@ -702,11 +699,6 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
   if (s->timeout == 0)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "--timeout must be at least 1");
-      return FALSE;
-    }
-  if (due != NULL && !g_ascii_string_to_signed (due, 10, 0, G_MAXINT64, &s->due, NULL))
-    {
-      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "bad --due");
       return FALSE;
     }
   if (schedule != NULL && *schedule != '\0' && !dcp_schedule_parse (schedule, &s->schedule, error))
@@ -886,5 +878,5 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
     dovecot_metadata (s);
   s->self = lower_addresses (g_steal_pointer (&s->self));
   s->cache_root = g_strdup (g_get_user_cache_dir ());
-  return check_settings (s, &c, error);
+  return check_settings (s, error);
 }

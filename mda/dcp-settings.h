@@ -44,7 +44,6 @@ typedef struct {
   gchar *dovecot_metadata;
   GPtrArray *warnings; /* to be logged once logging is up */
   gchar *help;
-  gint64 due; /* DCP_MODE_TRAILING: µs since the Epoch */
 } DcpSettings;
 
 DcpSettings *dcp_settings_new (void);
