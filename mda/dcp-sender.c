@@ -163,24 +163,14 @@ spawn (gchar **argv, const gchar *token, int mark, GError **error)
   return child_started (pid, tok[1], st[0], token, error);
 }
 
+/* The detached process reads no config file: the settings it needs are
+ * on its command line, written from the options table. */
 static gboolean
 spawn_sender (DcpRun *r, const gchar *token, int mark, GError **error)
 {
-  g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
-  g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
-  g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
-  g_autofree gchar *burst = g_strdup_printf ("--burst=%" G_GINT64_FORMAT, r->s->burst);
-  g_autofree gchar *cacert = r->s->cacert ? g_strdup_printf ("--cacert=%s", r->s->cacert) : NULL;
-  const gchar *retry = r->s->retry == DCP_RETRY_CALLER ? "--retry=caller" : "--retry=background";
-  const gchar *argv[]
-      = { PACKAGE_NAME, "--trailing-child", url, timeout, window, burst, retry, NULL, NULL, NULL };
-  gsize n = 7;
+  g_auto (GStrv) argv = dcp_settings_detached_argv (r->s, DCP_MODE_TRAILING);
 
-  if (cacert != NULL)
-    argv[n++] = cacert;
-  if (!r->s->trailing)
-    argv[n++] = "--no-trailing";
-  if (!spawn ((gchar **) argv, token, mark, error))
+  if (!spawn (argv, token, mark, error))
     {
       g_prefix_error (error, "cannot start the detached push: ");
       return FALSE;

@@ -3,9 +3,9 @@
  *
  * Every option is one row of the table in describe(): its name (on the
  * command line and as a config file key), the variable it lands in, its
- * default and help.  GOption's entries, the config file's keys, the
- * defaults, --help's "(default: ...)" and the mode all come from that
- * table.
+ * default, help, and whether a detached run gets it.  GOption's entries,
+ * the config file's keys, the defaults, --help's "(default: ...)", the
+ * mode and a detached run's command line all come from that table.
  * Strings, lists and flags land in their variable as given (unset: NULL
  * or FALSE), so we can tell what the command line said from what it left
  * to the config file; a number stays text in its row until every source
@@ -141,8 +141,9 @@ typedef enum {
 } OptType;
 
 typedef enum {
-  ARGS = 1 << 0,   /* --name on the command line */
-  CONFIG = 1 << 1, /* name = value in the config file */
+  ARGS = 1 << 0,     /* --name on the command line */
+  CONFIG = 1 << 1,   /* name = value in the config file */
+  DETACHED = 1 << 2, /* passed on to a detached run's command line */
 } Where;
 
 typedef struct {
@@ -195,25 +196,25 @@ describe (Cli *c, DcpSettings *s)
       .arg = "FILE" },
     { .name = "url",
       .short_name = 'u',
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_string = &s->url,
       .def = DCP_DEFAULT_URL,
       .help = "Notification proxy URL",
       .arg = "URL" },
     { .name = "cacert",
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_string = &s->cacert,
       .help = "Trust only the CA certificates in FILE, not the system's store",
       .arg = "FILE" },
     { .name = "window",
       .short_name = 'w',
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_seconds = &s->window,
       .def = "10",
       .help = "A push comes back to a token's bucket after this long; 0 turns rate limiting off",
       .arg = "SECONDS" },
     { .name = "burst",
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_count = &s->burst,
       .def = "3",
       .help = "Per token, this many pushes at once; then one per window; 1 = one per window",
@@ -234,13 +235,13 @@ describe (Cli *c, DcpSettings *s)
       .opt_bool = &s->chat_only,
       .help = "Skip mail without Chat-Version" },
     { .name = "timeout",
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_seconds = &s->timeout,
       .def = "8",
       .help = "Wall-clock budget for the network part of a run",
       .arg = "SECONDS" },
     { .name = "retry",
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_string = &s->retry_name,
       .def = "background",
       .help = "Who retries a failed push: background (a detached process) or caller (exit 75)",
@@ -250,7 +251,7 @@ describe (Cli *c, DcpSettings *s)
       .opt_bool = &s->best_effort,
       .help = "With --retry=caller: never exit 75, log transient failures and exit 0" },
     { .name = "no-trailing",
-      .where = ARGS | CONFIG,
+      .where = ARGS | CONFIG | DETACHED,
       .opt_bool = &s->trailing,
       .negated = TRUE,
       .help = "No trailing push for mail that finds no push available" },
@@ -1001,4 +1002,54 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
   s->self = lower_addresses (g_steal_pointer (&s->self));
   s->cache_root = g_strdup (g_get_user_cache_dir ());
   return check_settings (s, error);
+}
+
+/* One row on a detached run's command line: --name=value, or --name for
+ * a flag that is on. */
+static void
+add_detached_arg (GPtrArray *argv, const Option *o)
+{
+  switch (type_of (o))
+    {
+    case OPT_STRING:
+      if (*o->opt_string != NULL)
+        g_ptr_array_add (argv, g_strdup_printf ("--%s=%s", o->name, *o->opt_string));
+      break;
+    case OPT_LIST:
+      for (gchar **p = *o->opt_list; p != NULL && *p != NULL; p++)
+        g_ptr_array_add (argv, g_strdup_printf ("--%s=%s", o->name, *p));
+      break;
+    case OPT_SECONDS:
+      g_ptr_array_add (argv, g_strdup_printf ("--%s=%" G_GINT64_FORMAT, o->name, *o->opt_seconds));
+      break;
+    case OPT_COUNT:
+      g_ptr_array_add (argv, g_strdup_printf ("--%s=%" G_GINT64_FORMAT, o->name, *o->opt_count));
+      break;
+    case OPT_FLAG:
+    case OPT_NO_FLAG:
+      if (*o->opt_bool != o->negated)
+        g_ptr_array_add (argv, g_strconcat ("--", o->name, NULL));
+      break;
+    case OPT_MODE:
+    default:
+      break;
+    }
+}
+
+GStrv
+dcp_settings_detached_argv (DcpSettings *s, DcpMode mode)
+{
+  g_auto (Cli) c = { 0 };
+  GPtrArray *argv = g_ptr_array_new ();
+
+  describe (&c, s);
+  g_ptr_array_add (argv, g_strdup (PACKAGE_NAME));
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (type_of (&c.options[i]) == OPT_MODE && c.options[i].mode == mode)
+      g_ptr_array_add (argv, g_strconcat ("--", c.options[i].name, NULL));
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (c.options[i].where & DETACHED)
+      add_detached_arg (argv, &c.options[i]);
+  g_ptr_array_add (argv, NULL);
+  return (GStrv) g_ptr_array_free (argv, FALSE);
 }

@@ -51,3 +51,6 @@ void dcp_settings_free (DcpSettings *settings);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpSettings, dcp_settings_free)
 
 gboolean dcp_settings_parse (DcpSettings *settings, int argc, char **argv, GError **error);
+/* The command line of a detached run in mode that carries on with these
+ * settings: the options marked for it, as --name=value. */
+GStrv dcp_settings_detached_argv (DcpSettings *settings, DcpMode mode);
