@@ -1,12 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The detached owner of a token's next push (see dcp-sender.h).
  *
- * It is started as a fresh exec of ourselves (no thread or library state
- * survives from the run), in its own session, holding nothing of the
- * caller's: stdin is a pipe carrying the token, stdout and stderr are
- * /dev/null, fd 3 is the token's mark, flock()ed for as long as the
- * process lives, so a run can tell a live one from a dead one (a reboot,
- * kill -9) and take it over.
+ * It is started through dcp-spawn.h, a fresh exec of ourselves with the
+ * token on stdin and the token's mark on fd 3, flock()ed for as long as
+ * the process lives, so a run can tell a live one from a dead one (a
+ * reboot, kill -9) and take it over.
  *
  * What it does is the state machine's (lib/dcp-machine.h): it sleeps
  * until the push is due (a trailing push: when the bucket has one; an
@@ -22,146 +20,16 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dcp-error.h"
 #include "dcp-log.h"
+#include "dcp-spawn.h"
 #include "dcp-token.h"
 
-#define MARK_FD 3
 /* steps an owner takes, at most: each is a push or a sleep until one
  * is due, and the schedule ends 5 hours after the first failure */
 #define OWNER_STEPS_MAX 100000
-
-static void
-close_pair (int fd[2])
-{
-  for (int i = 0; i < 2; i++)
-    if (fd[i] >= 0)
-      close (fd[i]);
-}
-
-/* The forked child: a grandchild in a new session execs argv; errno goes
- * back through st when anything fails.  Only async-signal-safe calls.
- * The descriptors are first moved above the ones they become, so that
- * none is overwritten (or kept close-on-exec) by another's dup2(). */
-G_GNUC_NORETURN static void
-child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int st, int max_fd)
-{
-  pid_t grandchild;
-
-  tok = fcntl (tok, F_DUPFD, 5);
-  devnull = fcntl (devnull, F_DUPFD, 5);
-  mark = fcntl (mark, F_DUPFD, 5);
-  if (tok < 0 || devnull < 0 || mark < 0 || (st = fcntl (st, F_DUPFD, 5)) < 0)
-    {
-      (void) !write (st, &errno, sizeof errno);
-      _exit (1);
-    }
-  setsid ();
-  {
-    /* a run holds SIGTERM and friends while it settles its pushes: the
-     * detached process must not inherit that */
-    sigset_t none;
-    sigemptyset (&none);
-    sigprocmask (SIG_SETMASK, &none, NULL);
-  }
-  grandchild = fork ();
-  if (grandchild != 0)
-    {
-      if (grandchild < 0)
-        (void) !write (st, &errno, sizeof errno);
-      _exit (0);
-    }
-  if (dup2 (tok, 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
-      || dup2 (mark, MARK_FD) < 0 || dup3 (st, 4, O_CLOEXEC) < 0)
-    {
-      (void) !write (st, &errno, sizeof errno);
-      _exit (1);
-    }
-  /* a kernel before 5.9 has no close_range() */
-  if (close_range (5, ~0U, 0) < 0)
-    for (int fd = 5; fd < max_fd; fd++)
-      close (fd);
-  execv (path, argv);
-  (void) !write (4, &errno, sizeof errno);
-  _exit (1);
-}
-
-/* Hand the token over, reap the intermediate child, and learn through the
- * close-on-exec pipe whether anything failed so far. */
-static gboolean
-child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
-{
-  gsize len = strlen (token);
-  gssize n = write (tok, token, len);
-  int child_errno = 0, wstatus;
-
-  close (tok);
-  while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
-    ;
-  /* Every failure before the exec writes its errno, and EOF means the
-   * exec happened; neither is awaited: the mark's flock() is the
-   * process's from the fork on, and one that dies before its exec leaves
-   * the push to the next run or --resume.  A run starting 64 of them
-   * stays within its --timeout this way. */
-  (void) fcntl (st, F_SETFL, O_NONBLOCK);
-  if (read (st, &child_errno, sizeof child_errno) > 0 && child_errno == 0)
-    child_errno = EIO;
-  close (st);
-  if (child_errno == 0 && !(WIFEXITED (wstatus) && WEXITSTATUS (wstatus) == 0))
-    child_errno = ECHILD;
-  if (child_errno != 0 || n != (gssize) len)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s",
-                   child_errno ? g_strerror (child_errno) : "token not handed over");
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static gboolean
-spawn (gchar **argv, const gchar *token, int mark, GError **error)
-{
-  g_autofree gchar *exe = g_file_read_link ("/proc/self/exe", NULL);
-  /* our file's name (what valgrind shows us), unless an upgrade replaced
-   * it: the kernel's link still reaches the running binary */
-  const gchar *path = exe != NULL && !g_str_has_suffix (exe, " (deleted)") ? exe : "/proc/self/exe";
-  long max_fd = sysconf (_SC_OPEN_MAX);
-  int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
-  int devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
-  pid_t pid;
-
-  if (devnull < 0 || pipe2 (tok, O_CLOEXEC) < 0 || pipe2 (st, O_CLOEXEC) < 0)
-    {
-      int saved = errno;
-      close_pair (tok);
-      if (devnull >= 0)
-        close (devnull);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s", g_strerror (saved));
-      return FALSE;
-    }
-  /* nothing buffered may be written twice, by a child too */
-  (void) fflush (NULL);
-  pid = fork ();
-  if (pid == 0)
-    child_exec (path, argv, tok[0], devnull, mark, st[1], (int) CLAMP (max_fd, 5, G_MAXINT));
-  close (tok[0]);
-  close (st[1]);
-  close (devnull);
-  if (pid < 0)
-    {
-      int saved = errno;
-      close (tok[1]);
-      close (st[0]);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
-      return FALSE;
-    }
-  return child_started (pid, tok[1], st[0], token, error);
-}
 
 /* The detached process reads no config file: the settings it needs are
  * on its command line, written from the options table. */
@@ -170,7 +38,7 @@ spawn_sender (DcpRun *r, const gchar *token, int mark, GError **error)
 {
   g_auto (GStrv) argv = dcp_settings_detached_argv (r->s, DCP_MODE_TRAILING);
 
-  if (!spawn (argv, token, mark, error))
+  if (!dcp_spawn_detached (argv, token, mark, error))
     {
       g_prefix_error (error, "cannot start the detached push: ");
       return FALSE;
@@ -294,7 +162,7 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
   h.pid = getpid ();
   fd = dcp_state_own (r->state, token, &h, &error);
   dcp_state_release (&h);
-  if (fd < 0 || dup2 (fd, MARK_FD) < 0)
+  if (fd < 0 || dup2 (fd, DCP_SPAWN_MARK_FD) < 0)
     dcp_log (LOG_WARNING, "%s: cannot make the mark again: %s", shown,
              error ? error->message : g_strerror (errno));
   else
@@ -376,7 +244,7 @@ start_flight (DcpRun *r, const gchar *token, const gchar *shown, gint64 started,
 
       /* the mark's lock is the owner's: a push that outlives it must not
        * make a dead owner look alive */
-      close (MARK_FD);
+      close (DCP_SPAWN_MARK_FD);
       close (p[0]);
       /* connections the owner opened for a push of its own stay its
        * own: sharing them with the child would mix two requests on one */
@@ -451,7 +319,7 @@ dcp_sender_run_owner (DcpRun *r)
       gint64 until;
       int done;
 
-      if (r->state != NULL && dcp_state_mark_missing (MARK_FD)
+      if (r->state != NULL && dcp_state_mark_missing (DCP_SPAWN_MARK_FD)
           && !remake_mark (r, token, shown, &mine))
         return DCP_STATUS_DONE;
       e.now = g_get_real_time ();
