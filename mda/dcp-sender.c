@@ -296,37 +296,82 @@ land (Flight *flights, guint *n, guint i, Flight *landed)
   return (DcpHttpOutcome) out;
 }
 
+/* What the owner keeps from one step to the next. */
+typedef struct {
+  DcpRun *r;
+  const gchar *token;
+  const gchar *shown;
+  DcpMachine mine;
+  Flight flights[FLIGHTS_MAX];
+  guint n;
+  sigset_t asleep;
+} Owner;
+
+/* The push a step asks for, in a process of its own: TRUE.  Without one
+ * it is sent here, and its answer is the next event. */
+static gboolean
+push (Owner *o, DcpEvent *e)
+{
+  guint tries = o->mine.owed_first >= 0 ? o->mine.tries : 0;
+  DcpHttpOutcome out;
+
+  if (tries > 0)
+    dcp_log (LOG_INFO, "%s: owed push, try %u", o->shown, tries + 1);
+  else
+    dcp_log (LOG_INFO, "%s: trailing push", o->shown);
+  if (o->n < FLIGHTS_MAX
+      && start_flight (o->r, o->token, o->shown, e->now, tries, &o->flights[o->n]))
+    {
+      o->n++;
+      return TRUE;
+    }
+  dcp_run_start_budget (o->r);
+  out = dcp_run_post (o->r, o->token, 1, NULL);
+  *e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e->now, out, FALSE };
+  return FALSE;
+}
+
+/* Sleep until the step's time, a poke or a push's answer: the next
+ * event. */
+static DcpEvent
+next_event (Owner *o, const DcpStep *step, gint64 now)
+{
+  gint64 until = step->a.wait_until >= 0 ? step->a.wait_until : now + G_USEC_PER_SEC;
+  int done = wait_any (o->flights, o->n, until, &o->asleep);
+  Flight landed;
+  DcpHttpOutcome out;
+
+  if (done < 0)
+    return (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+  out = land (o->flights, &o->n, (guint) done, &landed);
+  return (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
+}
+
 DcpStatus
 dcp_sender_run_owner (DcpRun *r)
 {
   g_autofree gchar *token = read_token ();
-  g_autofree gchar *shown = NULL;
-  DcpMachine mine = DCP_MACHINE_INIT;
+  g_autofree gchar *shown = token ? dcp_token_display (token) : NULL;
+  Owner o = { .r = r, .token = token, .shown = shown, .mine = DCP_MACHINE_INIT };
   DcpEvent e = { DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
-  Flight flights[FLIGHTS_MAX];
-  guint n = 0;
-  sigset_t asleep;
 
   if (token == NULL)
     return DCP_STATUS_CONFIG;
-  shown = dcp_token_display (token);
-  accept_pokes (&asleep);
+  accept_pokes (&o.asleep);
   dcp_run_open_state (r, TRUE);
-  mine.owned = TRUE;
+  o.mine.owned = TRUE;
   for (guint i = 0; i < OWNER_STEPS_MAX; i++)
     {
       DcpStep step;
-      gint64 until;
-      int done;
 
       if (r->state != NULL && dcp_state_mark_missing (DCP_SPAWN_MARK_FD)
-          && !remake_mark (r, token, shown, &mine))
+          && !remake_mark (r, token, shown, &o.mine))
         return DCP_STATUS_DONE;
       e.now = g_get_real_time ();
-      if (!owner_step (r, token, &e, &step, &mine))
+      if (!owner_step (r, token, &e, &step, &o.mine))
         {
           /* the lock stayed taken: try again in a second */
-          sleep_or_poke (e.now + G_USEC_PER_SEC, &asleep);
+          sleep_or_poke (e.now + G_USEC_PER_SEC, &o.asleep);
           continue;
         }
       if (step.a.given_up)
@@ -337,34 +382,8 @@ dcp_sender_run_owner (DcpRun *r)
           dcp_log (LOG_INFO, "%s: detached push done", shown);
           return DCP_STATUS_DONE;
         }
-      if (step.a.push)
-        {
-          guint tries = mine.owed_first >= 0 ? mine.tries : 0;
-          if (tries > 0)
-            dcp_log (LOG_INFO, "%s: owed push, try %u", shown, tries + 1);
-          else
-            dcp_log (LOG_INFO, "%s: trailing push", shown);
-          if (n == FLIGHTS_MAX || !start_flight (r, token, shown, e.now, tries, &flights[n]))
-            {
-              /* no process for it: push here, and wait for the answer */
-              DcpHttpOutcome out;
-              dcp_run_start_budget (r);
-              out = dcp_run_post (r, token, 1, NULL);
-              e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
-              continue;
-            }
-          n++;
-        }
-      until = step.a.wait_until >= 0 ? step.a.wait_until : e.now + G_USEC_PER_SEC;
-      done = wait_any (flights, n, until, &asleep);
-      if (done >= 0)
-        {
-          Flight landed;
-          DcpHttpOutcome out = land (flights, &n, (guint) done, &landed);
-          e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
-        }
-      else
-        e = (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+      if (!step.a.push || push (&o, &e))
+        e = next_event (&o, &step, e.now);
     }
   dcp_log (LOG_WARNING, "%s: detached push ended after %d steps", shown, OWNER_STEPS_MAX);
   return DCP_STATUS_DONE;
