@@ -19,27 +19,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dcp-config.h"
 #include "dcp-error.h"
 #include "dcp-file.h"
 #include "dcp-plan.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
-
-#define GROUP "deltachat-push"
-
-static gchar *
-expand_home (const gchar *path)
-{
-  if (g_str_has_prefix (path, "~/"))
-    return g_build_filename (g_get_home_dir (), path + 2, NULL);
-  return g_strdup (path);
-}
 
 static gboolean
 add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *where, GError **error)
@@ -57,7 +46,7 @@ add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *wh
 static gboolean
 add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **error)
 {
-  g_autofree gchar *path = expand_home (file);
+  g_autofree gchar *path = dcp_config_expand_home (file);
   g_autofree gchar *text = NULL;
   g_autoptr (GPtrArray) tokens = NULL;
   g_autoptr (GError) local = NULL;
@@ -371,7 +360,7 @@ dovecot_metadata (DcpSettings *s)
   g_autofree gchar *file = g_steal_pointer (&s->dovecot_metadata);
 
   s->dovecot_metadata = g_path_is_absolute (file) || g_str_has_prefix (file, "~/")
-                            ? expand_home (file)
+                            ? dcp_config_expand_home (file)
                             : g_build_filename (g_get_home_dir (), file, NULL);
   for (gchar **p = s->self; p != NULL && *p != NULL; p++)
     g_ptr_array_add (self, *p);
@@ -383,181 +372,46 @@ dovecot_metadata (DcpSettings *s)
   s->self = (gchar **) g_ptr_array_free (self, FALSE);
 }
 
-static gboolean
-is_config_key (const Cli *c, const gchar *key)
-{
-  for (gsize i = 0; i < N_OPTIONS; i++)
-    if ((c->options[i].where & CONFIG) && strcmp (c->options[i].name, key) == 0)
-      return TRUE;
-  return FALSE;
-}
-
-static gboolean
-check_config_keys (const Cli *c, GKeyFile *kf, const gchar *path, GError **error)
-{
-  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
-  g_auto (GStrv) keys = NULL;
-
-  for (gchar **g = groups; *g != NULL; g++)
-    if (strcmp (*g, GROUP) != 0)
-      {
-        g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                     "config %s: unknown group [%s] (expected [" GROUP "])", path, *g);
-        return FALSE;
-      }
-  keys = g_key_file_get_keys (kf, GROUP, NULL, NULL);
-  for (gchar **k = keys; k != NULL && *k != NULL; k++)
-    if (!is_config_key (c, *k))
-      {
-        g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: unknown key \"%s\"", path,
-                     *k);
-        return FALSE;
-      }
-  return TRUE;
-}
-
-/* GKeyFile's errors, in our domain, with the file named. */
-static gboolean
-config_error (GError **error, GError *local, const gchar *path)
-{
-  local->domain = DCP_ERROR;
-  local->code = DCP_ERROR_INVALID;
-  g_propagate_prefixed_error (error, local, "config %s: ", path);
-  return FALSE;
-}
-
-/* The file's value of key, when it has one. */
-static gboolean
-config_bool (GKeyFile *kf, const gchar *path, const gchar *key, gboolean *out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gboolean v;
-
-  if (!g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_boolean (kf, GROUP, key, &local);
-  if (local != NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = v;
-  return TRUE;
-}
-
-static gboolean
-config_string (GKeyFile *kf, const gchar *path, const gchar *key, gchar **out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gchar *v;
-
-  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_string (kf, GROUP, key, &local);
-  if (v == NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = g_strstrip (v);
-  return TRUE;
-}
-
-static gboolean
-config_list (GKeyFile *kf, const gchar *path, const gchar *key, gchar ***out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gchar **v;
-
-  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_string_list (kf, GROUP, key, NULL, &local);
-  if (v == NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = v;
-  return TRUE;
-}
-
 /* A number of seconds is checked here, to name the file in the error. */
 static gboolean
-config_seconds (GKeyFile *kf, const gchar *path, Option *o, GError **error)
+config_seconds (DcpConfig *config, Option *o, GError **error)
 {
-  g_autofree gchar *what = g_strdup_printf ("config %s: %s", path, o->name);
+  g_autofree gchar *what = g_strdup_printf ("config %s: %s", config->path, o->name);
   gboolean had = o->text != NULL;
   gint64 ignored;
 
-  return config_string (kf, path, o->name, &o->text, error)
+  return dcp_config_string (config, o->name, &o->text, error)
          && (had || o->text == NULL || parse_seconds (what, o->text, &ignored, error));
 }
 
 /* One option's value from the config file, unless the command line gave
  * it already; a flag is on when either side turns it on. */
 static gboolean
-config_value (GKeyFile *kf, const gchar *path, Option *o, GError **error)
+config_value (DcpConfig *config, Option *o, GError **error)
 {
   gboolean on = FALSE;
 
   switch (type_of (o))
     {
     case OPT_LIST:
-      return config_list (kf, path, o->name, o->opt_list, error);
+      return dcp_config_list (config, o->name, o->opt_list, error);
     case OPT_FLAG:
     case OPT_NO_FLAG:
-      if (!config_bool (kf, path, o->name, &on, error))
+      if (!dcp_config_bool (config, o->name, &on, error))
         return FALSE;
       if (on)
         *o->opt_bool = !o->negated;
       return TRUE;
     case OPT_SECONDS:
-      return config_seconds (kf, path, o, error);
+      return config_seconds (config, o, error);
     case OPT_COUNT:
-      return config_string (kf, path, o->name, &o->text, error);
+      return dcp_config_string (config, o->name, &o->text, error);
     case OPT_STRING:
-      return config_string (kf, path, o->name, o->opt_string, error);
+      return dcp_config_string (config, o->name, o->opt_string, error);
     case OPT_MODE:
     default:
       return TRUE;
     }
-}
-
-/* A group-writable file is fine when the group is the user's own private
- * group (Debian's default with a umask of 002), as OpenSSH on Debian
- * accepts it for ~/.ssh/config. */
-static gboolean
-is_private_group (gid_t gid)
-{
-  struct passwd *pw = getpwuid (geteuid ());
-  g_autofree gchar *user = pw != NULL ? g_strdup (pw->pw_name) : NULL;
-  gid_t primary = pw != NULL ? pw->pw_gid : (gid_t) -1;
-  struct group *gr = user != NULL && primary == gid ? getgrgid (gid) : NULL;
-
-  if (gr == NULL || g_strcmp0 (gr->gr_name, user) != 0)
-    return FALSE;
-  for (gchar **m = gr->gr_mem; m != NULL && *m != NULL; m++)
-    if (strcmp (*m, user) != 0)
-      return FALSE;
-  return TRUE;
-}
-
-/* Whoever can write the configuration can point url= at a server of
- * theirs and collect the tokens: a file that anyone but us (or root)
- * owns or may write is refused, not merely warned about, since a warning
- * lands in a log nobody reads while every push goes astray.  A file
- * replaced by someone else belongs to them, so the owner check also
- * covers a directory others may write to. */
-static gboolean
-check_config_owner (const gchar *path, const struct stat *st, GError **error)
-{
-  if (st->st_uid != geteuid () && st->st_uid != 0)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "config %s belongs to uid %u, not to this user or root: refused", path,
-                   (unsigned) st->st_uid);
-      return FALSE;
-    }
-  if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && !is_private_group (st->st_gid)))
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "config %s is writable by %s (mode %04o): refused; chmod go-w it", path,
-                   (st->st_mode & S_IWOTH) ? "others" : "its group",
-                   (unsigned) (st->st_mode & 07777));
-      return FALSE;
-    }
-  return TRUE;
 }
 
 /* The config file's tokens and token files count only when the command
@@ -568,43 +422,31 @@ is_token_source (const Cli *c, const Option *o)
   return o->opt_list == &c->token_files || o->opt_list == &c->tokens;
 }
 
-/* Merge the config file into whatever the command line left unset.  It
- * is read whole through dcp-file.h (never blocks, at most 1 MiB), then
- * parsed from memory. */
+/* Merge the config file into whatever the command line left unset. */
 static gboolean
 read_config (Cli *c, GError **error)
 {
-  g_autofree gchar *path = NULL;
-  g_autofree gchar *text = NULL;
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
-  g_autoptr (GError) local = NULL;
+  g_autoptr (DcpConfig) config = NULL;
   gboolean cli_tokens = c->token_files != NULL || (c->rest && c->rest[0]);
-  struct stat st;
-  gsize len = 0;
+  const gchar *keys[N_OPTIONS + 1];
+  guint n = 0;
 
-  path = c->config ? expand_home (c->config)
-                   : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
-  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
-  if (text == NULL && c->config == NULL
-      && g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-    return TRUE;
-  if (text == NULL)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s", local->message);
-      return FALSE;
-    }
-  if (!check_config_owner (path, &st, error))
+  if (!dcp_config_load (c->config, &config, error))
     return FALSE;
-  if (!g_key_file_load_from_data (kf, text, len, G_KEY_FILE_NONE, &local))
-    return config_error (error, g_steal_pointer (&local), path);
-  if (!check_config_keys (c, kf, path, error))
+  if (config == NULL)
+    return TRUE;
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (c->options[i].where & CONFIG)
+      keys[n++] = c->options[i].name;
+  keys[n] = NULL;
+  if (!dcp_config_check_keys (config, keys, error))
     return FALSE;
   for (gsize i = 0; i < N_OPTIONS; i++)
     {
       Option *o = &c->options[i];
       if (!(o->where & CONFIG) || (cli_tokens && is_token_source (c, o)))
         continue;
-      if (!config_value (kf, path, o, error))
+      if (!config_value (config, o, error))
         return FALSE;
     }
   return TRUE;
@@ -780,7 +622,7 @@ collect_tokens (DcpSettings *s, Cli *c, GError **error)
 static gboolean
 check_cacert (DcpSettings *s, GError **error)
 {
-  g_autofree gchar *path = expand_home (s->cacert);
+  g_autofree gchar *path = dcp_config_expand_home (s->cacert);
   struct stat st;
   int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
