@@ -1,12 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The detached owner of a token's next push (see dcp-sender.h).
  *
- * It is started as a fresh exec of ourselves (no thread or library state
- * survives from the run), in its own session, holding nothing of the
- * caller's: stdin is a pipe carrying the token, stdout and stderr are
- * /dev/null, fd 3 is the token's mark, flock()ed for as long as the
- * process lives, so a run can tell a live one from a dead one (a reboot,
- * kill -9) and take it over.
+ * It is started through dcp-spawn.h, a fresh exec of ourselves with the
+ * token on stdin and the token's mark on fd 3, flock()ed for as long as
+ * the process lives, so a run can tell a live one from a dead one (a
+ * reboot, kill -9) and take it over.
  *
  * What it does is the state machine's (lib/dcp-machine.h): it sleeps
  * until the push is due (a trailing push: when the bucket has one; an
@@ -22,166 +20,26 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dcp-error.h"
 #include "dcp-log.h"
+#include "dcp-spawn.h"
 #include "dcp-time.h"
 #include "dcp-token.h"
 
-#define MARK_FD 3
 /* steps an owner takes, at most: each is a push or a sleep until one
  * is due, and the schedule ends 5 hours after the first failure */
 #define OWNER_STEPS_MAX 100000
 
-static void
-close_pair (int fd[2])
-{
-  for (int i = 0; i < 2; i++)
-    if (fd[i] >= 0)
-      close (fd[i]);
-}
-
-/* The forked child: a grandchild in a new session execs argv; errno goes
- * back through st when anything fails.  Only async-signal-safe calls.
- * The descriptors are first moved above the ones they become, so that
- * none is overwritten (or kept close-on-exec) by another's dup2(). */
-G_GNUC_NORETURN static void
-child_exec (const gchar *path, gchar **argv, int tok, int devnull, int mark, int st, int max_fd)
-{
-  pid_t grandchild;
-
-  tok = fcntl (tok, F_DUPFD, 5);
-  devnull = fcntl (devnull, F_DUPFD, 5);
-  mark = fcntl (mark, F_DUPFD, 5);
-  if (tok < 0 || devnull < 0 || mark < 0 || (st = fcntl (st, F_DUPFD, 5)) < 0)
-    {
-      (void) !write (st, &errno, sizeof errno);
-      _exit (1);
-    }
-  setsid ();
-  {
-    /* a run holds SIGTERM and friends while it settles its pushes: the
-     * detached process must not inherit that */
-    sigset_t none;
-    sigemptyset (&none);
-    sigprocmask (SIG_SETMASK, &none, NULL);
-  }
-  grandchild = fork ();
-  if (grandchild != 0)
-    {
-      if (grandchild < 0)
-        (void) !write (st, &errno, sizeof errno);
-      _exit (0);
-    }
-  if (dup2 (tok, 0) < 0 || dup2 (devnull, 1) < 0 || dup2 (devnull, 2) < 0
-      || dup2 (mark, MARK_FD) < 0 || dup3 (st, 4, O_CLOEXEC) < 0)
-    {
-      (void) !write (st, &errno, sizeof errno);
-      _exit (1);
-    }
-  /* a kernel before 5.9 has no close_range() */
-  if (close_range (5, ~0U, 0) < 0)
-    for (int fd = 5; fd < max_fd; fd++)
-      close (fd);
-  execv (path, argv);
-  (void) !write (4, &errno, sizeof errno);
-  _exit (1);
-}
-
-/* Hand the token over, reap the intermediate child, and learn through the
- * close-on-exec pipe whether anything failed so far. */
-static gboolean
-child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
-{
-  gsize len = strlen (token);
-  gssize n = write (tok, token, len);
-  int child_errno = 0, wstatus;
-
-  close (tok);
-  while (waitpid (pid, &wstatus, 0) < 0 && errno == EINTR)
-    ;
-  /* Every failure before the exec writes its errno, and EOF means the
-   * exec happened; neither is awaited: the mark's flock() is the
-   * process's from the fork on, and one that dies before its exec leaves
-   * the push to the next run or --resume.  A run starting 64 of them
-   * stays within its --timeout this way. */
-  (void) fcntl (st, F_SETFL, O_NONBLOCK);
-  if (read (st, &child_errno, sizeof child_errno) > 0 && child_errno == 0)
-    child_errno = EIO;
-  close (st);
-  if (child_errno == 0 && !(WIFEXITED (wstatus) && WEXITSTATUS (wstatus) == 0))
-    child_errno = ECHILD;
-  if (child_errno != 0 || n != (gssize) len)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s",
-                   child_errno ? g_strerror (child_errno) : "token not handed over");
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static gboolean
-spawn (gchar **argv, const gchar *token, int mark, GError **error)
-{
-  g_autofree gchar *exe = g_file_read_link ("/proc/self/exe", NULL);
-  /* our file's name (what valgrind shows us), unless an upgrade replaced
-   * it: the kernel's link still reaches the running binary */
-  const gchar *path = exe != NULL && !g_str_has_suffix (exe, " (deleted)") ? exe : "/proc/self/exe";
-  long max_fd = sysconf (_SC_OPEN_MAX);
-  int tok[2] = { -1, -1 }, st[2] = { -1, -1 };
-  int devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
-  pid_t pid;
-
-  if (devnull < 0 || pipe2 (tok, O_CLOEXEC) < 0 || pipe2 (st, O_CLOEXEC) < 0)
-    {
-      int saved = errno;
-      close_pair (tok);
-      if (devnull >= 0)
-        close (devnull);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s", g_strerror (saved));
-      return FALSE;
-    }
-  /* nothing buffered may be written twice, by a child too */
-  (void) fflush (NULL);
-  pid = fork ();
-  if (pid == 0)
-    child_exec (path, argv, tok[0], devnull, mark, st[1], (int) CLAMP (max_fd, 5, G_MAXINT));
-  close (tok[0]);
-  close (st[1]);
-  close (devnull);
-  if (pid < 0)
-    {
-      int saved = errno;
-      close (tok[1]);
-      close (st[0]);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
-      return FALSE;
-    }
-  return child_started (pid, tok[1], st[0], token, error);
-}
-
+/* The detached process reads no config file: the settings it needs are
+ * on its command line, written from the options table. */
 static gboolean
 spawn_sender (DcpRun *r, const gchar *token, int mark, GError **error)
 {
-  g_autofree gchar *url = g_strdup_printf ("--url=%s", r->s->url);
-  g_autofree gchar *timeout = g_strdup_printf ("--timeout=%" G_GINT64_FORMAT, r->s->timeout);
-  g_autofree gchar *window = g_strdup_printf ("--window=%" G_GINT64_FORMAT, r->s->window);
-  g_autofree gchar *burst = g_strdup_printf ("--burst=%" G_GINT64_FORMAT, r->s->burst);
-  g_autofree gchar *cacert = r->s->cacert ? g_strdup_printf ("--cacert=%s", r->s->cacert) : NULL;
-  const gchar *retry = r->s->retry == DCP_RETRY_CALLER ? "--retry=caller" : "--retry=background";
-  const gchar *argv[]
-      = { PACKAGE_NAME, "--trailing-child", url, timeout, window, burst, retry, NULL, NULL, NULL };
-  gsize n = 7;
+  g_auto (GStrv) argv = dcp_settings_detached_argv (r->s, DCP_MODE_TRAILING);
 
-  if (cacert != NULL)
-    argv[n++] = cacert;
-  if (!r->s->trailing)
-    argv[n++] = "--no-trailing";
-  if (!spawn ((gchar **) argv, token, mark, error))
+  if (!dcp_spawn_detached (argv, token, mark, error))
     {
       g_prefix_error (error, "cannot start the detached push: ");
       return FALSE;
@@ -306,7 +164,7 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
   h.pid = getpid ();
   fd = dcp_mark_own (r->state, token, &h, &error);
   dcp_mark_release (&h);
-  if (fd < 0 || dup2 (fd, MARK_FD) < 0)
+  if (fd < 0 || dup2 (fd, DCP_SPAWN_MARK_FD) < 0)
     dcp_log (LOG_WARNING, "%s: cannot make the mark again: %s", shown,
              error ? error->message : g_strerror (errno));
   else
@@ -388,7 +246,7 @@ start_flight (DcpRun *r, const gchar *token, const gchar *shown, gint64 started,
 
       /* the mark's lock is the owner's: a push that outlives it must not
        * make a dead owner look alive */
-      close (MARK_FD);
+      close (DCP_SPAWN_MARK_FD);
       close (p[0]);
       /* connections the owner opened for a push of its own stay its
        * own: sharing them with the child would mix two requests on one */
@@ -440,36 +298,82 @@ land (Flight *flights, guint *n, guint i, Flight *landed)
   return (DcpHttpOutcome) out;
 }
 
+/* What the owner keeps from one step to the next. */
+typedef struct {
+  DcpRun *r;
+  const gchar *token;
+  const gchar *shown;
+  DcpMachine mine;
+  Flight flights[FLIGHTS_MAX];
+  guint n;
+  sigset_t asleep;
+} Owner;
+
+/* The push a step asks for, in a process of its own: TRUE.  Without one
+ * it is sent here, and its answer is the next event. */
+static gboolean
+push (Owner *o, DcpEvent *e)
+{
+  guint tries = o->mine.owed_first >= 0 ? o->mine.tries : 0;
+  DcpHttpOutcome out;
+
+  if (tries > 0)
+    dcp_log (LOG_INFO, "%s: owed push, try %u", o->shown, tries + 1);
+  else
+    dcp_log (LOG_INFO, "%s: trailing push", o->shown);
+  if (o->n < FLIGHTS_MAX
+      && start_flight (o->r, o->token, o->shown, e->now, tries, &o->flights[o->n]))
+    {
+      o->n++;
+      return TRUE;
+    }
+  dcp_run_start_budget (o->r);
+  out = dcp_run_post (o->r, o->token, 1, NULL);
+  *e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e->now, out, FALSE };
+  return FALSE;
+}
+
+/* Sleep until the step's time, a poke or a push's answer: the next
+ * event. */
+static DcpEvent
+next_event (Owner *o, const DcpStep *step, gint64 now)
+{
+  gint64 until = step->a.wait_until >= 0 ? step->a.wait_until : now + G_USEC_PER_SEC;
+  int done = wait_any (o->flights, o->n, until, &o->asleep);
+  Flight landed;
+  DcpHttpOutcome out;
+
+  if (done < 0)
+    return (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+  out = land (o->flights, &o->n, (guint) done, &landed);
+  return (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
+}
+
 DcpStatus
 dcp_sender_run_owner (DcpRun *r)
 {
   g_autofree gchar *token = read_token ();
-  g_autofree gchar *shown = NULL;
-  DcpMachine mine = DCP_MACHINE_INIT;
+  g_autofree gchar *shown = token ? dcp_token_display (token) : NULL;
+  Owner o = { .r = r, .token = token, .shown = shown, .mine = DCP_MACHINE_INIT };
   DcpEvent e = { DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
-  Flight flights[FLIGHTS_MAX];
-  guint n = 0;
-  sigset_t asleep;
 
   if (token == NULL)
     return DCP_STATUS_CONFIG;
-  shown = dcp_token_display (token);
-  accept_pokes (&asleep);
+  accept_pokes (&o.asleep);
   dcp_run_open_state (r, TRUE);
-  mine.owned = TRUE;
+  o.mine.owned = TRUE;
   for (guint i = 0; i < OWNER_STEPS_MAX; i++)
     {
       DcpStep step;
-      gint64 until;
-      int done;
 
-      if (r->state != NULL && dcp_mark_missing (MARK_FD) && !remake_mark (r, token, shown, &mine))
+      if (r->state != NULL && dcp_mark_missing (DCP_SPAWN_MARK_FD)
+          && !remake_mark (r, token, shown, &o.mine))
         return DCP_STATUS_DONE;
       e.now = g_get_real_time ();
-      if (!owner_step (r, token, &e, &step, &mine))
+      if (!owner_step (r, token, &e, &step, &o.mine))
         {
           /* the lock stayed taken: try again in a second */
-          sleep_or_poke (e.now + G_USEC_PER_SEC, &asleep);
+          sleep_or_poke (e.now + G_USEC_PER_SEC, &o.asleep);
           continue;
         }
       if (step.a.given_up)
@@ -480,34 +384,8 @@ dcp_sender_run_owner (DcpRun *r)
           dcp_log (LOG_INFO, "%s: detached push done", shown);
           return DCP_STATUS_DONE;
         }
-      if (step.a.push)
-        {
-          guint tries = mine.owed_first >= 0 ? mine.tries : 0;
-          if (tries > 0)
-            dcp_log (LOG_INFO, "%s: owed push, try %u", shown, tries + 1);
-          else
-            dcp_log (LOG_INFO, "%s: trailing push", shown);
-          if (n == FLIGHTS_MAX || !start_flight (r, token, shown, e.now, tries, &flights[n]))
-            {
-              /* no process for it: push here, and wait for the answer */
-              DcpHttpOutcome out;
-              dcp_run_start_budget (r);
-              out = dcp_run_post (r, token, 1, NULL);
-              e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, e.now, out, FALSE };
-              continue;
-            }
-          n++;
-        }
-      until = step.a.wait_until >= 0 ? step.a.wait_until : e.now + G_USEC_PER_SEC;
-      done = wait_any (flights, n, until, &asleep);
-      if (done >= 0)
-        {
-          Flight landed;
-          DcpHttpOutcome out = land (flights, &n, (guint) done, &landed);
-          e = (DcpEvent){ DCP_EVENT_ANSWER, 0, TRUE, landed.started, out, FALSE };
-        }
-      else
-        e = (DcpEvent){ DCP_EVENT_TIMER, 0, TRUE, -1, DCP_HTTP_OK, FALSE };
+      if (!step.a.push || push (&o, &e))
+        e = next_event (&o, &step, e.now);
     }
   dcp_log (LOG_WARNING, "%s: detached push ended after %d steps", shown, OWNER_STEPS_MAX);
   return DCP_STATUS_DONE;

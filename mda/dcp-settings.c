@@ -1,43 +1,35 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Command line, environment and config file, merged by precedence.
  *
- * Every option is described once, in `options` below: its names, config
- * key, type, default, help and where it lands in DcpSettings.  The
- * GOptionEntry array, the config file's keys, the defaults, --help's
- * "(default: ...)" and the cleanup all come from that table.  Values are
- * first collected as given (unset: NULL or FALSE), so we can tell what the
- * command line said from what it left to the config file.  Lists given on
- * the command line replace the config file's; tokens from argv and
- * --token-file are merged with each other and replace the config file's
- * `tokens` and `token-file`. */
+ * Every option is one row of the table in describe(): its name (on the
+ * command line and as a config file key), the variable it lands in, its
+ * default, help, and whether a detached run gets it.  GOption's entries,
+ * the config file's keys, the defaults, --help's "(default: ...)", the
+ * mode and a detached run's command line all come from that table.
+ * Strings, lists and flags land in their variable as given (unset: NULL
+ * or FALSE), so we can tell what the command line said from what it left
+ * to the config file; a number stays text in its row until every source
+ * is in, and a mode a flag, so that --help and --version win over a bad
+ * value.  Lists given on the command line replace the config file's;
+ * tokens from argv and --token-file are merged with each other and
+ * replace the config file's `tokens` and `token-file`. */
 #include "config.h"
 
 #include "dcp-settings.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dcp-config.h"
 #include "dcp-error.h"
 #include "dcp-file.h"
 #include "dcp-retry.h"
 #include "dcp-schedule.h"
 #include "dcp-http.h"
 #include "dcp-token.h"
-
-#define GROUP "deltachat-push"
-
-static gchar *
-expand_home (const gchar *path)
-{
-  if (g_str_has_prefix (path, "~/"))
-    return g_build_filename (g_get_home_dir (), path + 2, NULL);
-  return g_strdup (path);
-}
 
 static gboolean
 add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *where, GError **error)
@@ -55,7 +47,7 @@ add_token (DcpSettings *s, GHashTable *seen, const gchar *token, const gchar *wh
 static gboolean
 add_token_file (DcpSettings *s, GHashTable *seen, const gchar *file, GError **error)
 {
-  g_autofree gchar *path = expand_home (file);
+  g_autofree gchar *path = dcp_config_expand_home (file);
   g_autofree gchar *text = NULL;
   g_autoptr (GPtrArray) tokens = NULL;
   g_autoptr (GError) local = NULL;
@@ -132,129 +124,203 @@ typedef enum {
   OPT_STRING,  /* gchar *, as given */
   OPT_LIST,    /* gchar **, repeatable; a list in the config file */
   OPT_SECONDS, /* gint64, a whole number of seconds */
+  OPT_COUNT,   /* gint64, a whole number from 1 to 1000 */
   OPT_FLAG,    /* gboolean, TRUE when given (on either side) */
   OPT_NO_FLAG, /* gboolean, FALSE when given */
-  OPT_COUNT,   /* gint64, a whole number from 1 */
+  OPT_MODE,    /* selects the mode */
 } OptType;
 
+typedef enum {
+  ARGS = 1 << 0,     /* --name on the command line */
+  CONFIG = 1 << 1,   /* name = value in the config file */
+  DETACHED = 1 << 2, /* passed on to a detached run's command line */
+} Where;
+
 typedef struct {
-  const gchar *name; /* long option, or NULL: config file only */
+  const gchar *name;
   gchar short_name;
-  const gchar *key; /* config key, or NULL: command line only */
-  OptType type;
+  Where where;
+  /* the variable it lands in: one of these, or none for a mode */
+  gchar **opt_string;
+  gchar ***opt_list;
+  gint64 *opt_seconds;
+  gint64 *opt_count;
+  gboolean *opt_bool;
+  gboolean negated; /* opt_bool is FALSE when given */
+  DcpMode mode;
   const gchar *def;  /* the default, also shown in --help, or NULL */
-  const gchar *help; /* NULL: hidden (the detached sender's own options) */
+  const gchar *help; /* NULL: hidden (a detached run's own options) */
   const gchar *arg;
-  goffset field; /* where it lands in DcpSettings, or NONE: see parse */
+  gchar *text;    /* a number as given, until every source is in */
+  gboolean given; /* a mode: TRUE when given */
 } Option;
 
-#define FIELD(f) G_STRUCT_OFFSET (DcpSettings, f)
-#define NONE (-1)
-#define CONFIG_DEFAULT "$XDG_CONFIG_HOME/deltachat-push/config"
-
-/* clang-format off */
-static const Option options[] = {
-  { "token-file", 't', "token-file", OPT_LIST, NULL,
-    "Read push tokens from FILE, one per line (repeatable)", "FILE", NONE },
-  { NULL, 0, "tokens", OPT_LIST, NULL, NULL, NULL, NONE },
-  { "config", 'c', NULL, OPT_STRING, CONFIG_DEFAULT,
-    "Read settings from FILE", "FILE", NONE },
-  { "url", 'u', "url", OPT_STRING, DCP_DEFAULT_URL,
-    "Notification proxy URL", "URL", FIELD (url) },
-  { "cacert", 0, "cacert", OPT_STRING, NULL,
-    "Trust only the CA certificates in FILE, not the system's store", "FILE", FIELD (cacert) },
-  { "window", 'w', "window", OPT_SECONDS, "10",
-    "A push comes back to a token's bucket after this long; 0 turns rate limiting off", "SECONDS", FIELD (window) },
-  { "burst", 0, "burst", OPT_COUNT, "3",
-    "Per token, this many pushes at once; then one per window; 1 = one per window", "N",
-    FIELD (burst) },
-  { "self", 0, "self", OPT_LIST, NULL,
-    "Skip mail From this address of the account's own (repeatable)", "ADDRESS", FIELD (self) },
-  { "max-age", 0, "max-age", OPT_SECONDS, "86400",
-    "Skip mail that reached the server longer ago, 0 = off", "SECONDS", FIELD (max_age) },
-  { "chat-only", 0, "chat-only", OPT_FLAG, NULL,
-    "Skip mail without Chat-Version", NULL, FIELD (chat_only) },
-  { "timeout", 0, "timeout", OPT_SECONDS, "8",
-    "Wall-clock budget for the network part of a run", "SECONDS", FIELD (timeout) },
-  { "retry", 0, "retry", OPT_STRING, "background",
-    "Who retries a failed push: background (a detached process) or caller (exit 75)",
-    "MODE", FIELD (retry_name) },
-  { "best-effort", 0, "best-effort", OPT_FLAG, NULL,
-    "With --retry=caller: never exit 75, log transient failures and exit 0", NULL,
-    FIELD (best_effort) },
-  { "no-trailing", 0, "no-trailing", OPT_NO_FLAG, NULL,
-    "No trailing push for mail that finds no push available", NULL, FIELD (trailing) },
-  { "dovecot-metadata", 0, "dovecot-metadata", OPT_STRING, NULL,
-    "Also push the device tokens in this Dovecot metadata file and in FILE.devices (the login hook's)", "FILE",
-    FIELD (dovecot_metadata) },
-  { "dry-run", 'n', NULL, OPT_FLAG, NULL,
-    "Read and decide, print the decision per token, send nothing, change nothing", NULL, NONE },
-  { "ping", 0, NULL, OPT_FLAG, NULL,
-    "Send a push to each token now (no stdin, no rate limit) and print the result", NULL, NONE },
-  { "status", 0, NULL, OPT_FLAG, NULL,
-    "Print each token's last push, pushes available, pending trailing push, gone mark and owed "
-    "push",
-    NULL, NONE },
-  { "resume", 0, NULL, OPT_FLAG, NULL,
-    "Take over every owed or trailing push in the cache whose process is gone (run at boot)",
-    NULL, NONE },
-  { "verbose", 'v', "verbose", OPT_FLAG, NULL,
-    "Also log every decision to stderr", NULL, FIELD (verbose) },
-  { "version", 'V', NULL, OPT_FLAG, NULL, "Print the version and exit", NULL, NONE },
-  { "help", 'h', NULL, OPT_FLAG, NULL, "Show this help and exit", NULL, NONE },
-  { "trailing-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
-  { "owed-child", 0, NULL, OPT_FLAG, NULL, NULL, NULL, NONE },
-  { "due", 0, NULL, OPT_STRING, NULL, NULL, NULL, NONE },
-};
-/* clang-format on */
-
-#define N_OPTIONS G_N_ELEMENTS (options)
-
-/* The values as given, one per option, before defaults. */
-typedef union {
-  gchar *str;
-  gchar **strv;
-  gboolean flag;
-} Value;
+#define N_OPTIONS 24
 
 typedef struct {
-  Value v[N_OPTIONS];
-  gchar **rest; /* the TOKENs */
+  Option options[N_OPTIONS];
+  gchar *config;       /* --config */
+  gchar **token_files; /* --token-file, or the config file's */
+  gchar **tokens;      /* the config file's */
+  gchar **rest;        /* the TOKENs */
 } Cli;
 
-static gboolean
-is_pointer (OptType type)
+/* The options, in --help's order: each row points at where its value
+ * lands, in s or in c. */
+static void
+describe (Cli *c, DcpSettings *s)
 {
-  return type == OPT_STRING || type == OPT_LIST || type == OPT_SECONDS || type == OPT_COUNT;
+  const Option options[] = {
+    { .name = "token-file",
+      .short_name = 't',
+      .where = ARGS | CONFIG,
+      .opt_list = &c->token_files,
+      .help = "Read push tokens from FILE, one per line (repeatable)",
+      .arg = "FILE" },
+    { .name = "tokens", .where = CONFIG, .opt_list = &c->tokens },
+    { .name = "config",
+      .short_name = 'c',
+      .where = ARGS,
+      .opt_string = &c->config,
+      .help = "Read settings from FILE (default: $XDG_CONFIG_HOME/deltachat-push/config)",
+      .arg = "FILE" },
+    { .name = "url",
+      .short_name = 'u',
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_string = &s->url,
+      .def = DCP_DEFAULT_URL,
+      .help = "Notification proxy URL",
+      .arg = "URL" },
+    { .name = "cacert",
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_string = &s->cacert,
+      .help = "Trust only the CA certificates in FILE, not the system's store",
+      .arg = "FILE" },
+    { .name = "window",
+      .short_name = 'w',
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_seconds = &s->window,
+      .def = "10",
+      .help = "A push comes back to a token's bucket after this long; 0 turns rate limiting off",
+      .arg = "SECONDS" },
+    { .name = "burst",
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_count = &s->burst,
+      .def = "3",
+      .help = "Per token, this many pushes at once; then one per window; 1 = one per window",
+      .arg = "N" },
+    { .name = "self",
+      .where = ARGS | CONFIG,
+      .opt_list = &s->self,
+      .help = "Skip mail From this address of the account's own (repeatable)",
+      .arg = "ADDRESS" },
+    { .name = "max-age",
+      .where = ARGS | CONFIG,
+      .opt_seconds = &s->max_age,
+      .def = "86400",
+      .help = "Skip mail that reached the server longer ago, 0 = off",
+      .arg = "SECONDS" },
+    { .name = "chat-only",
+      .where = ARGS | CONFIG,
+      .opt_bool = &s->chat_only,
+      .help = "Skip mail without Chat-Version" },
+    { .name = "timeout",
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_seconds = &s->timeout,
+      .def = "8",
+      .help = "Wall-clock budget for the network part of a run",
+      .arg = "SECONDS" },
+    { .name = "retry",
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_string = &s->retry_name,
+      .def = "background",
+      .help = "Who retries a failed push: background (a detached process) or caller (exit 75)",
+      .arg = "MODE" },
+    { .name = "best-effort",
+      .where = ARGS | CONFIG,
+      .opt_bool = &s->best_effort,
+      .help = "With --retry=caller: never exit 75, log transient failures and exit 0" },
+    { .name = "no-trailing",
+      .where = ARGS | CONFIG | DETACHED,
+      .opt_bool = &s->trailing,
+      .negated = TRUE,
+      .help = "No trailing push for mail that finds no push available" },
+    { .name = "dovecot-metadata",
+      .where = ARGS | CONFIG,
+      .opt_string = &s->dovecot_metadata,
+      .help = "Also push the device tokens in this Dovecot metadata file and in FILE.devices "
+              "(the login hook's)",
+      .arg = "FILE" },
+    { .name = "dry-run",
+      .short_name = 'n',
+      .where = ARGS,
+      .mode = DCP_MODE_DRY_RUN,
+      .help = "Read and decide, print the decision per token, send nothing, change nothing" },
+    { .name = "ping",
+      .where = ARGS,
+      .mode = DCP_MODE_PING,
+      .help = "Send a push to each token now (no stdin, no rate limit) and print the result" },
+    { .name = "status",
+      .where = ARGS,
+      .mode = DCP_MODE_STATUS,
+      .help = "Print each token's last push, pushes available, pending trailing push, gone mark "
+              "and owed push" },
+    { .name = "resume",
+      .where = ARGS,
+      .mode = DCP_MODE_RESUME,
+      .help = "Take over every owed or trailing push in the cache whose process is gone (run at "
+              "boot)" },
+    { .name = "verbose",
+      .short_name = 'v',
+      .where = ARGS | CONFIG,
+      .opt_bool = &s->verbose,
+      .help = "Also log every decision to stderr" },
+    { .name = "version",
+      .short_name = 'V',
+      .where = ARGS,
+      .mode = DCP_MODE_VERSION,
+      .help = "Print the version and exit" },
+    { .name = "help",
+      .short_name = 'h',
+      .where = ARGS,
+      .mode = DCP_MODE_HELP,
+      .help = "Show this help and exit" },
+    { .name = "trailing-child", .where = ARGS, .mode = DCP_MODE_TRAILING },
+    { .name = "owed-child", .where = ARGS, .mode = DCP_MODE_OWED },
+  };
+
+  G_STATIC_ASSERT (G_N_ELEMENTS (options) == N_OPTIONS);
+  memcpy (c->options, options, sizeof options);
 }
 
-static void
-free_value (OptType type, gpointer p)
+static OptType
+type_of (const Option *o)
 {
-  if (type == OPT_LIST)
-    g_strfreev (*(gchar ***) p);
-  else if (is_pointer (type))
-    g_free (*(gchar **) p);
+  if (o->opt_string != NULL)
+    return OPT_STRING;
+  if (o->opt_list != NULL)
+    return OPT_LIST;
+  if (o->opt_seconds != NULL)
+    return OPT_SECONDS;
+  if (o->opt_count != NULL)
+    return OPT_COUNT;
+  if (o->opt_bool != NULL)
+    return o->negated ? OPT_NO_FLAG : OPT_FLAG;
+  return OPT_MODE;
 }
 
 static void
 cli_clear (Cli *c)
 {
   for (gsize i = 0; i < N_OPTIONS; i++)
-    free_value (options[i].type, &c->v[i]);
+    g_free (c->options[i].text);
+  g_free (c->config);
+  g_strfreev (c->token_files);
+  g_strfreev (c->tokens);
   g_strfreev (c->rest);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Cli, cli_clear)
-
-static Value *
-value (Cli *c, const gchar *key)
-{
-  for (gsize i = 0; i < N_OPTIONS; i++)
-    if (g_strcmp0 (options[i].name, key) == 0 || g_strcmp0 (options[i].key, key) == 0)
-      return &c->v[i];
-  g_return_val_if_reached (NULL);
-}
 
 DcpSettings *
 dcp_settings_new (void)
@@ -262,8 +328,7 @@ dcp_settings_new (void)
   DcpSettings *s = g_new0 (DcpSettings, 1);
   s->tokens = g_ptr_array_new_with_free_func (g_free);
   s->warnings = g_ptr_array_new_with_free_func (g_free);
-  s->trailing = TRUE;
-  s->due = -1;
+  s->trailing = TRUE; /* --no-trailing turns it off */
   dcp_schedule_init (&s->schedule);
   return s;
 }
@@ -273,12 +338,14 @@ dcp_settings_free (DcpSettings *s)
 {
   if (s == NULL)
     return;
-  for (gsize i = 0; i < N_OPTIONS; i++)
-    if (options[i].field != NONE && options[i].type != OPT_SECONDS && options[i].type != OPT_COUNT)
-      free_value (options[i].type, G_STRUCT_MEMBER_P (s, options[i].field));
   g_ptr_array_unref (s->tokens);
-  g_ptr_array_unref (s->warnings);
+  g_free (s->url);
+  g_free (s->cacert);
+  g_strfreev (s->self);
+  g_free (s->retry_name);
   g_free (s->cache_root);
+  g_free (s->dovecot_metadata);
+  g_ptr_array_unref (s->warnings);
   g_free (s->help);
   g_free (s);
 }
@@ -294,7 +361,7 @@ dovecot_metadata (DcpSettings *s)
   g_autofree gchar *file = g_steal_pointer (&s->dovecot_metadata);
 
   s->dovecot_metadata = g_path_is_absolute (file) || g_str_has_prefix (file, "~/")
-                            ? expand_home (file)
+                            ? dcp_config_expand_home (file)
                             : g_build_filename (g_get_home_dir (), file, NULL);
   for (gchar **p = s->self; p != NULL && *p != NULL; p++)
     g_ptr_array_add (self, *p);
@@ -306,223 +373,109 @@ dovecot_metadata (DcpSettings *s)
   s->self = (gchar **) g_ptr_array_free (self, FALSE);
 }
 
+/* A number of seconds is checked here, to name the file in the error. */
 static gboolean
-is_config_key (const gchar *key)
+config_seconds (DcpConfig *config, Option *o, GError **error)
 {
-  for (gsize i = 0; i < N_OPTIONS; i++)
-    if (g_strcmp0 (options[i].key, key) == 0)
-      return TRUE;
-  return FALSE;
-}
+  g_autofree gchar *what = g_strdup_printf ("config %s: %s", config->path, o->name);
+  gboolean had = o->text != NULL;
+  gint64 ignored;
 
-static gboolean
-check_config_keys (GKeyFile *kf, const gchar *path, GError **error)
-{
-  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
-  g_auto (GStrv) keys = NULL;
-
-  for (gchar **g = groups; *g != NULL; g++)
-    if (strcmp (*g, GROUP) != 0)
-      {
-        g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                     "config %s: unknown group [%s] (expected [" GROUP "])", path, *g);
-        return FALSE;
-      }
-  keys = g_key_file_get_keys (kf, GROUP, NULL, NULL);
-  for (gchar **k = keys; k != NULL && *k != NULL; k++)
-    if (!is_config_key (*k))
-      {
-        g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s: unknown key \"%s\"", path,
-                     *k);
-        return FALSE;
-      }
-  return TRUE;
-}
-
-/* GKeyFile's errors, in our domain, with the file named. */
-static gboolean
-config_error (GError **error, GError *local, const gchar *path)
-{
-  local->domain = DCP_ERROR;
-  local->code = DCP_ERROR_INVALID;
-  g_propagate_prefixed_error (error, local, "config %s: ", path);
-  return FALSE;
-}
-
-static gboolean
-config_bool (GKeyFile *kf, const gchar *path, const gchar *key, gboolean *out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gboolean v;
-
-  if (!g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_boolean (kf, GROUP, key, &local);
-  if (local != NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = *out || v;
-  return TRUE;
-}
-
-static gboolean
-config_string (GKeyFile *kf, const gchar *path, const gchar *key, gchar **out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gchar *v;
-
-  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_string (kf, GROUP, key, &local);
-  if (v == NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = g_strstrip (v);
-  return TRUE;
-}
-
-static gboolean
-config_list (GKeyFile *kf, const gchar *path, const gchar *key, gchar ***out, GError **error)
-{
-  g_autoptr (GError) local = NULL;
-  gchar **v;
-
-  if (*out != NULL || !g_key_file_has_key (kf, GROUP, key, NULL))
-    return TRUE;
-  v = g_key_file_get_string_list (kf, GROUP, key, NULL, &local);
-  if (v == NULL)
-    return config_error (error, g_steal_pointer (&local), path);
-  *out = v;
-  return TRUE;
+  return dcp_config_string (config, o->name, &o->text, error)
+         && (had || o->text == NULL || parse_seconds (what, o->text, &ignored, error));
 }
 
 /* One option's value from the config file, unless the command line gave
- * it already. */
+ * it already; a flag is on when either side turns it on. */
 static gboolean
-config_value (GKeyFile *kf, const gchar *path, const Option *o, Value *v, GError **error)
+config_value (DcpConfig *config, Option *o, GError **error)
 {
-  switch (o->type)
+  gboolean on = FALSE;
+
+  switch (type_of (o))
     {
     case OPT_LIST:
-      return config_list (kf, path, o->key, &v->strv, error);
+      return dcp_config_list (config, o->name, o->opt_list, error);
     case OPT_FLAG:
     case OPT_NO_FLAG:
-      return config_bool (kf, path, o->key, &v->flag, error);
+      if (!dcp_config_bool (config, o->name, &on, error))
+        return FALSE;
+      if (on)
+        *o->opt_bool = !o->negated;
+      return TRUE;
     case OPT_SECONDS:
-      {
-        g_autofree gchar *what = g_strdup_printf ("config %s: %s", path, o->key);
-        gint64 ignored;
-        gboolean had = v->str != NULL;
-        return config_string (kf, path, o->key, &v->str, error)
-               && (had || v->str == NULL || parse_seconds (what, v->str, &ignored, error));
-      }
+      return config_seconds (config, o, error);
+    case OPT_COUNT:
+      return dcp_config_string (config, o->name, &o->text, error);
     case OPT_STRING:
+      return dcp_config_string (config, o->name, o->opt_string, error);
+    case OPT_MODE:
     default:
-      return config_string (kf, path, o->key, &v->str, error);
+      return TRUE;
     }
 }
 
-/* A group-writable file is fine when the group is the user's own private
- * group (Debian's default with a umask of 002), as OpenSSH on Debian
- * accepts it for ~/.ssh/config. */
+/* The config file's tokens and token files count only when the command
+ * line gives none. */
 static gboolean
-is_private_group (gid_t gid)
+is_token_source (const Cli *c, const Option *o)
 {
-  struct passwd *pw = getpwuid (geteuid ());
-  g_autofree gchar *user = pw != NULL ? g_strdup (pw->pw_name) : NULL;
-  gid_t primary = pw != NULL ? pw->pw_gid : (gid_t) -1;
-  struct group *gr = user != NULL && primary == gid ? getgrgid (gid) : NULL;
-
-  if (gr == NULL || g_strcmp0 (gr->gr_name, user) != 0)
-    return FALSE;
-  for (gchar **m = gr->gr_mem; m != NULL && *m != NULL; m++)
-    if (strcmp (*m, user) != 0)
-      return FALSE;
-  return TRUE;
+  return o->opt_list == &c->token_files || o->opt_list == &c->tokens;
 }
 
-/* Whoever can write the configuration can point url= at a server of
- * theirs and collect the tokens: a file that anyone but us (or root)
- * owns or may write is refused, not merely warned about, since a warning
- * lands in a log nobody reads while every push goes astray.  A file
- * replaced by someone else belongs to them, so the owner check also
- * covers a directory others may write to. */
-static gboolean
-check_config_owner (const gchar *path, const struct stat *st, GError **error)
-{
-  if (st->st_uid != geteuid () && st->st_uid != 0)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "config %s belongs to uid %u, not to this user or root: refused", path,
-                   (unsigned) st->st_uid);
-      return FALSE;
-    }
-  if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && !is_private_group (st->st_gid)))
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
-                   "config %s is writable by %s (mode %04o): refused; chmod go-w it", path,
-                   (st->st_mode & S_IWOTH) ? "others" : "its group",
-                   (unsigned) (st->st_mode & 07777));
-      return FALSE;
-    }
-  return TRUE;
-}
-
-/* Merge the config file into whatever the command line left unset.  It
- * is read whole through dcp-file.h (never blocks, at most 1 MiB), then
- * parsed from memory. */
+/* Merge the config file into whatever the command line left unset. */
 static gboolean
 read_config (Cli *c, GError **error)
 {
-  g_autofree gchar *path = NULL;
-  g_autofree gchar *text = NULL;
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
-  g_autoptr (GError) local = NULL;
-  const gchar *given = value (c, "config")->str;
-  gboolean cli_tokens = value (c, "token-file")->strv != NULL || (c->rest && c->rest[0]);
-  struct stat st;
-  gsize len = 0;
+  g_autoptr (DcpConfig) config = NULL;
+  gboolean cli_tokens = c->token_files != NULL || (c->rest && c->rest[0]);
+  const gchar *keys[N_OPTIONS + 1];
+  guint n = 0;
 
-  path = given ? expand_home (given)
-               : g_build_filename (g_get_user_config_dir (), "deltachat-push", "config", NULL);
-  text = dcp_file_read (AT_FDCWD, path, DCP_FILE_FOLLOW, &len, &st, &local);
-  if (text == NULL && given == NULL && g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-    return TRUE;
-  if (text == NULL)
-    {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID, "config %s", local->message);
-      return FALSE;
-    }
-  if (!check_config_owner (path, &st, error))
+  if (!dcp_config_load (c->config, &config, error))
     return FALSE;
-  if (!g_key_file_load_from_data (kf, text, len, G_KEY_FILE_NONE, &local))
-    return config_error (error, g_steal_pointer (&local), path);
-  if (!check_config_keys (kf, path, error))
+  if (config == NULL)
+    return TRUE;
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (c->options[i].where & CONFIG)
+      keys[n++] = c->options[i].name;
+  keys[n] = NULL;
+  if (!dcp_config_check_keys (config, keys, error))
     return FALSE;
   for (gsize i = 0; i < N_OPTIONS; i++)
     {
-      const Option *o = &options[i];
-      gboolean token_source
-          = g_strcmp0 (o->key, "tokens") == 0 || g_strcmp0 (o->key, "token-file") == 0;
-      if (o->key == NULL || (token_source && cli_tokens))
+      Option *o = &c->options[i];
+      if (!(o->where & CONFIG) || (cli_tokens && is_token_source (c, o)))
         continue;
-      if (!config_value (kf, path, o, &c->v[i], error))
+      if (!config_value (config, o, error))
         return FALSE;
     }
   return TRUE;
 }
 
+/* Where GOption puts what it is given, and as what. */
 static GOptionArg
-option_arg (OptType type)
+option_arg (Option *o, gpointer *data)
 {
-  switch (type)
+  switch (type_of (o))
     {
     case OPT_LIST:
+      *data = o->opt_list;
       return G_OPTION_ARG_FILENAME_ARRAY;
     case OPT_FLAG:
     case OPT_NO_FLAG:
+      *data = o->opt_bool;
       return G_OPTION_ARG_NONE;
-    case OPT_STRING:
+    case OPT_MODE:
+      *data = &o->given;
+      return G_OPTION_ARG_NONE;
     case OPT_SECONDS:
+    case OPT_COUNT:
+      *data = &o->text;
+      return G_OPTION_ARG_FILENAME;
+    case OPT_STRING:
     default:
+      *data = o->opt_string;
       return G_OPTION_ARG_FILENAME;
     }
 }
@@ -537,18 +490,18 @@ make_entries (Cli *c, GPtrArray *strings)
 
   for (gsize i = 0; i < N_OPTIONS; i++)
     {
-      const Option *o = &options[i];
+      Option *o = &c->options[i];
       gchar *help = NULL;
-      if (o->name == NULL)
+      if (!(o->where & ARGS))
         continue;
       if (o->help != NULL)
         g_ptr_array_add (strings, help = o->def
                                              ? g_strdup_printf ("%s (default: %s)", o->help, o->def)
                                              : g_strdup (o->help));
-      e[n++] = (GOptionEntry){
-        o->name, o->short_name, o->help ? 0 : G_OPTION_FLAG_HIDDEN, option_arg (o->type), &c->v[i],
-        help,    o->arg
-      };
+      e[n] = (GOptionEntry){ o->name, o->short_name, 0, G_OPTION_ARG_NONE, NULL, help, o->arg };
+      e[n].flags = (o->help ? 0 : G_OPTION_FLAG_HIDDEN) | (o->negated ? G_OPTION_FLAG_REVERSE : 0);
+      e[n].arg = option_arg (o, &e[n].arg_data);
+      n++;
     }
   e[n++] = (GOptionEntry){ G_OPTION_REMAINING, 0,    0,         G_OPTION_ARG_FILENAME_ARRAY,
                            &c->rest,           NULL, "[TOKEN…]" };
@@ -571,21 +524,24 @@ make_context (Cli *c, GPtrArray *strings)
   return ctx;
 }
 
-/* One option into DcpSettings: its value, or else its default. */
+/* One option's default, or its number parsed, once every source is in. */
 static gboolean
-apply (DcpSettings *s, const Option *o, const Value *v, GError **error)
+apply (Option *o, GError **error)
 {
-  gpointer field = G_STRUCT_MEMBER_P (s, o->field);
-  const gchar *text = is_pointer (o->type) && v->str != NULL ? v->str : o->def;
+  const gchar *text = o->text != NULL ? o->text : o->def;
   g_autofree gchar *what = g_strconcat ("--", o->name, NULL);
 
-  switch (o->type)
+  switch (type_of (o))
     {
+    case OPT_STRING:
+      if (*o->opt_string == NULL)
+        *o->opt_string = g_strdup (o->def);
+      return TRUE;
     case OPT_SECONDS:
-      return parse_seconds (what, text, field, error);
+      return parse_seconds (what, text, o->opt_seconds, error);
     case OPT_COUNT:
-      if (!parse_seconds (what, text, field, NULL) || *(gint64 *) field < 1
-          || *(gint64 *) field > 1000)
+      if (!parse_seconds (what, text, o->opt_count, NULL) || *o->opt_count < 1
+          || *o->opt_count > 1000)
         {
           g_set_error (error, DCP_ERROR, DCP_ERROR_INVALID,
                        "%s must be a whole number from 1 to 1000, not \"%s\"", what, text);
@@ -593,43 +549,40 @@ apply (DcpSettings *s, const Option *o, const Value *v, GError **error)
         }
       return TRUE;
     case OPT_LIST:
-      *(gchar ***) field = g_strdupv (v->strv);
-      return TRUE;
     case OPT_FLAG:
-      *(gboolean *) field = v->flag;
-      return TRUE;
     case OPT_NO_FLAG:
-      *(gboolean *) field = !v->flag;
-      return TRUE;
-    case OPT_STRING:
+    case OPT_MODE:
     default:
-      *(gchar **) field = g_strdup (text);
       return TRUE;
     }
 }
 
 static gboolean
-parse_mode (DcpSettings *s, Cli *c, GError **error)
+mode_given (const Cli *c, DcpMode mode)
 {
-  static const struct {
-    const gchar *name;
-    DcpMode mode;
-  } modes[] = {
-    { "help", DCP_MODE_HELP },       { "version", DCP_MODE_VERSION },
-    { "dry-run", DCP_MODE_DRY_RUN }, { "ping", DCP_MODE_PING },
-    { "status", DCP_MODE_STATUS },   { "trailing-child", DCP_MODE_TRAILING },
-    { "owed-child", DCP_MODE_OWED }, { "resume", DCP_MODE_RESUME },
-  };
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (type_of (&c->options[i]) == OPT_MODE && c->options[i].mode == mode && c->options[i].given)
+      return TRUE;
+  return FALSE;
+}
+
+/* --help, then --version, win over everything; the other modes exclude
+ * each other. */
+static gboolean
+parse_mode (DcpSettings *s, const Cli *c, GError **error)
+{
   guint n = 0;
 
   s->mode = DCP_MODE_DELIVER;
-  for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
-    if (value (c, modes[i].name)->flag)
+  if (mode_given (c, DCP_MODE_HELP) || mode_given (c, DCP_MODE_VERSION))
+    {
+      s->mode = mode_given (c, DCP_MODE_HELP) ? DCP_MODE_HELP : DCP_MODE_VERSION;
+      return TRUE;
+    }
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (type_of (&c->options[i]) == OPT_MODE && c->options[i].given)
       {
-        /* --help and --version win over everything */
-        if (i < 2)
-          return (s->mode = modes[i].mode, TRUE);
-        s->mode = modes[i].mode;
+        s->mode = c->options[i].mode;
         n++;
       }
   if (n > 1)
@@ -642,10 +595,9 @@ parse_mode (DcpSettings *s, Cli *c, GError **error)
 }
 
 static gboolean
-collect_tokens (DcpSettings *s, Cli *c, gchar **config_tokens, GError **error)
+collect_tokens (DcpSettings *s, Cli *c, GError **error)
 {
   g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  gchar **files = value (c, "token-file")->strv;
 
   for (gchar **t = c->rest; t != NULL && *t != NULL; t++)
     {
@@ -654,13 +606,13 @@ collect_tokens (DcpSettings *s, Cli *c, gchar **config_tokens, GError **error)
       if (!add_token (s, seen, *t, where, error))
         return FALSE;
     }
-  for (gchar **t = config_tokens; t != NULL && *t != NULL; t++)
+  for (gchar **t = c->tokens; t != NULL && *t != NULL; t++)
     {
       g_autofree gchar *tok = g_strstrip (g_strdup (*t));
       if (*tok != '\0' && !add_token (s, seen, tok, "config tokens", error))
         return FALSE;
     }
-  for (gchar **f = files; f != NULL && *f != NULL; f++)
+  for (gchar **f = c->token_files; f != NULL && *f != NULL; f++)
     if (!add_token_file (s, seen, *f, error))
       return FALSE;
   return TRUE;
@@ -671,7 +623,7 @@ collect_tokens (DcpSettings *s, Cli *c, gchar **config_tokens, GError **error)
 static gboolean
 check_cacert (DcpSettings *s, GError **error)
 {
-  g_autofree gchar *path = expand_home (s->cacert);
+  g_autofree gchar *path = dcp_config_expand_home (s->cacert);
   struct stat st;
   int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
@@ -692,9 +644,8 @@ check_cacert (DcpSettings *s, GError **error)
 
 /* The settings only code can check, once every option is in place. */
 static gboolean
-check_settings (DcpSettings *s, Cli *c, GError **error)
+check_settings (DcpSettings *s, GError **error)
 {
-  const gchar *due = value (c, "due")->str;
   const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
 
   if (!dcp_http_check_url (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
@@ -703,11 +654,6 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
   if (s->timeout == 0)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "--timeout must be at least 1");
-      return FALSE;
-    }
-  if (due != NULL && !g_ascii_string_to_signed (due, 10, 0, G_MAXINT64, &s->due, NULL))
-    {
-      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID, "bad --due");
       return FALSE;
     }
   if (schedule != NULL && *schedule != '\0' && !dcp_schedule_parse (schedule, &s->schedule, error))
@@ -726,20 +672,43 @@ check_settings (DcpSettings *s, Cli *c, GError **error)
 }
 
 static const Option *
-find_option (const gchar *name, gchar short_name)
+find_option (const Cli *c, const gchar *name, gchar short_name)
 {
   for (gsize i = 0; i < N_OPTIONS; i++)
-    if (options[i].name != NULL
-        && (name != NULL ? strcmp (options[i].name, name) == 0
-                         : options[i].short_name == short_name && short_name != 0))
-      return &options[i];
+    {
+      const Option *o = &c->options[i];
+      if ((o->where & ARGS)
+          && (name != NULL ? strcmp (o->name, name) == 0
+                           : o->short_name == short_name && short_name != 0))
+        return o;
+    }
   return NULL;
 }
 
 static gboolean
 takes_value (const Option *o)
 {
-  return o != NULL && o->type != OPT_FLAG && o->type != OPT_NO_FLAG;
+  OptType type = o != NULL ? type_of (o) : OPT_FLAG;
+  return type != OPT_FLAG && type != OPT_NO_FLAG && type != OPT_MODE;
+}
+
+/* In a cluster of short options (-nw10): where the value of the first one
+ * that takes a value starts, or 0 when it is not attached (then
+ * *value_next says whether it is the next argument). */
+static gsize
+attached_value (const Cli *c, const gchar *a, gboolean *value_next)
+{
+  for (gsize j = 1; a[j] != '\0'; j++)
+    {
+      const Option *o = find_option (c, NULL, a[j]);
+      if (o == NULL)
+        return 0;
+      if (!takes_value (o))
+        continue;
+      *value_next = a[j + 1] == '\0';
+      return *value_next ? 0 : j + 1;
+    }
+  return 0;
 }
 
 /* GOption takes a short option's value only from the next argument;
@@ -747,7 +716,7 @@ takes_value (const Option *o)
  * argument is split in two before GOption sees it.  A value given as the
  * next argument is copied untouched, whatever it looks like. */
 static GStrv
-split_attached_values (int argc, char **argv)
+split_attached_values (const Cli *c, int argc, char **argv)
 {
   GPtrArray *out = g_ptr_array_new ();
   int i = 0;
@@ -758,28 +727,17 @@ split_attached_values (int argc, char **argv)
     {
       const gchar *a = argv[i];
       gboolean value_next = FALSE;
+      gsize cut;
 
       if (strcmp (a, "--") == 0)
         break;
       if (g_str_has_prefix (a, "--"))
-        value_next = strchr (a, '=') == NULL && takes_value (find_option (a + 2, 0));
-      else if (a[0] == '-')
-        for (gsize j = 1; a[j] != '\0'; j++)
-          {
-            const Option *o = find_option (NULL, a[j]);
-            if (o == NULL)
-              break;
-            if (!takes_value (o))
-              continue;
-            if (a[j + 1] == '\0')
-              value_next = TRUE;
-            else
-              {
-                g_ptr_array_add (out, g_strndup (a, j + 1));
-                a = a + j + 1;
-              }
-            break;
-          }
+        value_next = strchr (a, '=') == NULL && takes_value (find_option (c, a + 2, 0));
+      else if (a[0] == '-' && (cut = attached_value (c, a, &value_next)) > 0)
+        {
+          g_ptr_array_add (out, g_strndup (a, cut));
+          a += cut;
+        }
       g_ptr_array_add (out, g_strdup (a));
       if (value_next && i + 1 < argc)
         g_ptr_array_add (out, g_strdup (argv[++i]));
@@ -839,7 +797,7 @@ hide_args (const gchar *message, char **argv, int argc)
 static gboolean
 parse_args (Cli *c, GOptionContext *ctx, int argc, char **argv, GError **error)
 {
-  g_auto (GStrv) args = split_attached_values (argc, argv);
+  g_auto (GStrv) args = split_attached_values (c, argc, argv);
   g_autoptr (GError) local = NULL;
   gchar **argp = args;
 
@@ -860,32 +818,81 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
 {
   g_auto (Cli) c = { 0 };
   g_autoptr (GPtrArray) strings = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GOptionContext) ctx = make_context (&c, strings);
-  gboolean detached;
-  Value *url = value (&c, "url");
+  g_autoptr (GOptionContext) ctx = NULL;
   const gchar *env_url = g_getenv ("DELTACHAT_PUSH_URL");
 
+  describe (&c, s);
+  ctx = make_context (&c, strings);
   if (!parse_args (&c, ctx, argc, argv, error) || !parse_mode (s, &c, error))
     return FALSE;
   if (s->mode == DCP_MODE_HELP)
     s->help = g_option_context_get_help (ctx, TRUE, NULL);
   if (s->mode == DCP_MODE_HELP || s->mode == DCP_MODE_VERSION)
     return TRUE;
-  detached = s->mode == DCP_MODE_TRAILING || s->mode == DCP_MODE_OWED;
 
   /* the environment sits between the command line and the config file */
-  if (url->str == NULL && env_url != NULL && *env_url != '\0')
-    url->str = g_strdup (env_url);
-  if (!detached && !read_config (&c, error))
+  if (s->url == NULL && env_url != NULL && *env_url != '\0')
+    s->url = g_strdup (env_url);
+  if (s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_OWED && !read_config (&c, error))
     return FALSE;
-  if (!collect_tokens (s, &c, value (&c, "tokens")->strv, error))
+  if (!collect_tokens (s, &c, error))
     return FALSE;
   for (gsize i = 0; i < N_OPTIONS; i++)
-    if (options[i].field != NONE && !apply (s, &options[i], &c.v[i], error))
+    if (!apply (&c.options[i], error))
       return FALSE;
   if (s->dovecot_metadata != NULL)
     dovecot_metadata (s);
   s->self = lower_addresses (g_steal_pointer (&s->self));
   s->cache_root = g_strdup (g_get_user_cache_dir ());
-  return check_settings (s, &c, error);
+  return check_settings (s, error);
+}
+
+/* One row on a detached run's command line: --name=value, or --name for
+ * a flag that is on. */
+static void
+add_detached_arg (GPtrArray *argv, const Option *o)
+{
+  switch (type_of (o))
+    {
+    case OPT_STRING:
+      if (*o->opt_string != NULL)
+        g_ptr_array_add (argv, g_strdup_printf ("--%s=%s", o->name, *o->opt_string));
+      break;
+    case OPT_LIST:
+      for (gchar **p = *o->opt_list; p != NULL && *p != NULL; p++)
+        g_ptr_array_add (argv, g_strdup_printf ("--%s=%s", o->name, *p));
+      break;
+    case OPT_SECONDS:
+      g_ptr_array_add (argv, g_strdup_printf ("--%s=%" G_GINT64_FORMAT, o->name, *o->opt_seconds));
+      break;
+    case OPT_COUNT:
+      g_ptr_array_add (argv, g_strdup_printf ("--%s=%" G_GINT64_FORMAT, o->name, *o->opt_count));
+      break;
+    case OPT_FLAG:
+    case OPT_NO_FLAG:
+      if (*o->opt_bool != o->negated)
+        g_ptr_array_add (argv, g_strconcat ("--", o->name, NULL));
+      break;
+    case OPT_MODE:
+    default:
+      break;
+    }
+}
+
+GStrv
+dcp_settings_detached_argv (DcpSettings *s, DcpMode mode)
+{
+  g_auto (Cli) c = { 0 };
+  GPtrArray *argv = g_ptr_array_new ();
+
+  describe (&c, s);
+  g_ptr_array_add (argv, g_strdup (PACKAGE_NAME));
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (type_of (&c.options[i]) == OPT_MODE && c.options[i].mode == mode)
+      g_ptr_array_add (argv, g_strconcat ("--", c.options[i].name, NULL));
+  for (gsize i = 0; i < N_OPTIONS; i++)
+    if (c.options[i].where & DETACHED)
+      add_detached_arg (argv, &c.options[i]);
+  g_ptr_array_add (argv, NULL);
+  return (GStrv) g_ptr_array_free (argv, FALSE);
 }

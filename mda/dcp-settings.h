@@ -45,7 +45,6 @@ typedef struct {
   gchar *dovecot_metadata;
   GPtrArray *warnings; /* to be logged once logging is up */
   gchar *help;
-  gint64 due; /* DCP_MODE_TRAILING: µs since the Epoch */
 } DcpSettings;
 
 DcpSettings *dcp_settings_new (void);
@@ -53,3 +52,6 @@ void dcp_settings_free (DcpSettings *settings);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DcpSettings, dcp_settings_free)
 
 gboolean dcp_settings_parse (DcpSettings *settings, int argc, char **argv, GError **error);
+/* The command line of a detached run in mode that carries on with these
+ * settings: the options marked for it, as --name=value. */
+GStrv dcp_settings_detached_argv (DcpSettings *settings, DcpMode mode);

@@ -108,6 +108,28 @@ class RateLimit(dcptest.TestCase):
         gap = srv.requests[1].time - srv.requests[0].time
         self.assertGreaterEqual(gap, window - 0.3 * SLOW - LAG)
 
+    def test_trailing_push_gets_the_config_files_settings(self):
+        """A detached push reads no config file: what the file says
+        reaches it on its command line."""
+        srv = self.server()
+        conf = os.path.join(self.env["XDG_CONFIG_HOME"], "deltachat-push", "config")
+        os.makedirs(os.path.dirname(conf))
+        with open(conf, "w") as f:
+            f.write("[deltachat-push]\nurl=%s\nwindow=%d\nburst=1\ntimeout=7\n"
+                    "retry=caller\ntokens=%s\n" % (srv.url, WINDOW, TOKEN))
+        self.assertDone(self.run_bin([], message()))
+        self.assertDone(self.run_bin([], message()))
+        self.assertTrue(dcptest.wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
+        with open("/proc/%d/cmdline" % self.owed_pids()[0], "rb") as f:
+            argv = f.read().split(b"\0")
+        for arg in ("--url=" + srv.url, "--window=%d" % WINDOW, "--burst=1", "--timeout=7",
+                    "--retry=caller"):
+            self.assertIn(arg.encode(), argv)
+        # and the trailing push goes where the file says, at the window's end
+        self.assertEqual(srv.wait_for(2, WINDOW + 5), 2)
+        gap = srv.requests[1].time - srv.requests[0].time
+        self.assertGreaterEqual(gap, WINDOW - 0.05 - LAG)
+
     def test_trailing_child_killed_is_replaced(self):
         srv = self.server()
         self.assertDone(self.run_bin(self.args(srv), message()))
