@@ -414,6 +414,7 @@ config_value (GKeyFile *kf, const gchar *path, const Option *o, Value *v, GError
                && (had || v->str == NULL || parse_seconds (what, v->str, &ignored, error));
       }
     case OPT_STRING:
+    case OPT_COUNT:
     default:
       return config_string (kf, path, o->key, &v->str, error);
     }
@@ -521,6 +522,7 @@ option_arg (OptType type)
       return G_OPTION_ARG_NONE;
     case OPT_STRING:
     case OPT_SECONDS:
+    case OPT_COUNT:
     default:
       return G_OPTION_ARG_FILENAME;
     }

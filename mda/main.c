@@ -44,7 +44,7 @@ status_to_exit (DcpStatus status, gboolean best_effort)
  * signal (Exim bounces mail whose agent was killed).  The line is
  * written without blocking (dropped if stderr is full), so the signal
  * always ends the run at once. */
-static void
+G_NORETURN static void
 on_signal (int sig)
 {
   static const char msg[] = "deltachat-push: interrupted by a signal, exiting 75 for a retry\n";
