@@ -696,7 +696,11 @@ static gboolean
 check_settings (DcpSettings *s, Cli *c, GError **error)
 {
   const gchar *due = value (c, "due")->str;
+#ifdef DCP_TEST_HOOKS
   const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
+#else
+  const gchar *schedule = NULL;
+#endif
 
   if (!dcp_url_check (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
       || (s->cacert != NULL && !check_cacert (s, error)))

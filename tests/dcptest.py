@@ -3,7 +3,8 @@
 
 Each test gets its own HOME, XDG_CACHE_HOME and XDG_CONFIG_HOME under a
 temporary directory, and usually a loopback endpoint (httpd.Server).  The
-binary comes from $DCP_BINARY or argv[1]; $DCP_WRAPPER (e.g. "valgrind
+binary comes from $DCP_BINARY or argv[1] (deltachat-push-test for a module
+that sets NEEDS_TEST_HOOKS); $DCP_WRAPPER (e.g. "valgrind
 --error-exitcode=1 --leak-check=full") is put in front of every run.
 Results are reported as TAP, one line per test method, for meson.
 """
@@ -21,6 +22,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import dcpkit  # noqa: E402
 from httpd import Server  # noqa: E402
 
 SOURCE_ROOT = os.path.dirname(HERE)
@@ -263,6 +265,8 @@ def main():
     if not BINARY or not os.access(BINARY, os.X_OK):
         print("Bail out! no deltachat-push binary given (argv[1] or DCP_BINARY)")
         sys.exit(1)
+    if getattr(sys.modules["__main__"], "NEEDS_TEST_HOOKS", False):
+        dcpkit.require_test_hooks(BINARY)
     loader = unittest.TestLoader()
     if "-k" in args:
         loader.testNamePatterns = ["*%s*" % args[args.index("-k") + 1]]

@@ -19,6 +19,9 @@ import dcptest  # noqa: E402
 from dcptest import SLOW, TOKEN, message, unused_port, wait_until  # noqa: E402
 from httpd import Server  # noqa: E402
 
+# DCP_RETRY_SCHEDULE, DCP_RETRY_LOG: the test build (dcptest.main checks)
+NEEDS_TEST_HOOKS = True
+
 
 class Retry(dcptest.TestCase):
     def setUp(self):

@@ -85,7 +85,7 @@ def outer(scenario, binary, prepare=None):
         for name in (n for n in os.listdir(HERE) if n.endswith(".py")):
             shutil.copy(os.path.join(HERE, name),
                         os.path.join(tmp, "harness", name))
-        for name in ("httpd.py", "tlstest.py"):
+        for name in ("dcpkit.py", "httpd.py", "tlstest.py"):
             shutil.copy(os.path.join(os.path.dirname(HERE), name),
                         os.path.join(tmp, "harness", name))
         ex = find_examples()
