@@ -5,8 +5,43 @@ benchmark.  Only the standard library, so that a copy of the harness run
 as another user can import it."""
 
 import os
+import socket
 import subprocess
 import tempfile
+import time
+
+
+def free_port():
+    """A loopback port nothing listens on now (a connection is refused
+    until something binds it)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, step=0.05):
+    """Call pred until it returns a true value or timeout seconds have
+    passed; return its last value (true: the condition came in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def wait_port(port, timeout=15):
+    """Wait until something accepts connections on the loopback port;
+    whether it did in time."""
+    def accepts():
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return False
+    return wait_until(accepts, timeout)
 
 
 def has_test_hooks(binary):

@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import dcpkit  # noqa: E402
+from dcpkit import free_port, wait_until  # noqa: E402,F401 (for the tests)
 from httpd import Server  # noqa: E402
 
 SOURCE_ROOT = os.path.dirname(HERE)
@@ -33,25 +33,6 @@ WRAPPER = shlex.split(os.environ.get("DCP_WRAPPER", ""))
 SLOW = float(os.environ.get("DCP_SLOW", "4" if WRAPPER else "1"))
 
 TOKEN = "fcm-chat.delta:dGVzdC10b2tlbi0x/Zm9v+YmFy=="
-
-
-def unused_port():
-    """A loopback port nothing listens on (connections are refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout, step=0.05):
-    """Poll pred until it is true or timeout seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def message(headers=None, body="Hello.\n", from_addr="alice@example.org",

@@ -16,7 +16,6 @@ import grp
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,11 +23,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# httpd.py lives in tests/ next to this directory, or was copied beside us.
+# httpd.py and dcpkit.py live in tests/ next to this directory, or were
+# copied beside us.
 for d in (HERE, os.path.dirname(HERE)):
     if os.path.exists(os.path.join(d, "httpd.py")):
         sys.path.insert(0, d)
         break
+from dcpkit import free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
 from httpd import Server  # noqa: E402
 
 EXAMPLES = None  # set by run.py: the examples/ directory (or its copy)
@@ -187,34 +188,6 @@ def skip_missing_tools(tools):
         print("1..0 # SKIP %s not installed" % ", ".join(missing), flush=True)
         return True
     return False
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def tail(path, n=40):
