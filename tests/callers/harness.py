@@ -247,9 +247,10 @@ class World:
     def write_wrapper(self):
         """A stand-in for /usr/local/bin/deltachat-push: runs the real
         binary under /usr/bin/time (peak RSS) with the endpoint URL (file
-        'url') and --window=0 (or the content of the file 'window') added, and logs one line per run:
-        With --retry=caller, so that run.py's scenarios see the exit-75
-        contract with real callers, unless set_retry() says otherwise.
+        'url'), --window=0 (or the content of the file 'window') and
+        --retry=caller added: run.py's scenarios see the exit-75 contract
+        with real callers, unless set_retry() says otherwise.  It logs
+        one line per run to runs.log:
             start end exitcode maxrss_kb stdin-kind pid user
         (user: $USER, which Dovecot sets to the recipient's login)
         It execs nothing else and adds nothing to stdout or stderr.  If
