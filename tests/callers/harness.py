@@ -420,17 +420,40 @@ exit $rc
             [(PH_SIEVE_BIN, self.sieve_bin)],
             dest=os.path.join(d, "deltachat-push.conf"))
         first, syntax = DOVECOT_SYNTAX[version]
+        self.dovecot_instance = "dcp-callers-%d" % os.getpid()
         values = {
             "d": d, "port": self.imaps_port, "user": self.user,
             "group": self.group, "uid": self.uid, "cert": self.cert,
             "key": key, "sieve_conf": sieve,
-            "instance": "dcp-callers-%d" % os.getpid()}
+            "instance": self.dovecot_instance}
         values.update(version=first, syntax=syntax % values)
         conf = DOVECOT_CONF % values
         path = os.path.join(d, "dovecot.conf")
         with open(path, "w") as f:
             f.write(conf)
         return path
+
+    def imap_idling(self):
+        """Whether a client of this Dovecot is in IDLE: with
+        verbose_proctitle an imap process's title names the command it
+        runs ("dovecot-INSTANCE/imap [testuser 127.0.0.1 IDLE]")."""
+        want = ("%s/imap [" % self.dovecot_instance).encode()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if want in title and b" IDLE]" in title:
+                return True
+        return False
+
+    def wait_idle(self, timeout=20):
+        """Wait until getmail --idle is in IDLE again, so its pass over the
+        INBOX (and every run it made) is over; whether it came in time."""
+        return wait_until(self.imap_idling, timeout)
 
     def stop_dovecot(self):
         if self.dovecot is not None:
@@ -580,6 +603,7 @@ first_valid_uid = %(uid)d
 last_valid_uid = 0
 first_valid_gid = 0
 mailbox_idle_check_interval = 30 secs
+verbose_proctitle = yes
 %(syntax)s
 service imap-login {
   chroot =
