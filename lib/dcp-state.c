@@ -42,6 +42,7 @@ dcp_state_open (const gchar *cache_root, GError **error)
 {
   g_autofree gchar *path = NULL;
   struct stat st;
+  DcpState *state;
   int fd;
 
   g_return_val_if_fail (cache_root != NULL, NULL);
@@ -78,7 +79,7 @@ dcp_state_open (const gchar *cache_root, GError **error)
   if ((st.st_mode & 077) != 0)
     (void) fchmod (fd, 0700);
 
-  DcpState *state = g_new0 (DcpState, 1);
+  state = g_new0 (DcpState, 1);
   state->dirfd = fd;
   state->path = g_steal_pointer (&path);
   return state;

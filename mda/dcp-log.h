@@ -13,4 +13,6 @@ void dcp_log_set_verbose (gboolean verbose);
 void dcp_log (int priority, const gchar *format, ...) G_GNUC_PRINTF (2, 3);
 void dcp_log_fatal_line (const gchar *format, ...) G_GNUC_PRINTF (1, 2);
 void dcp_log_stderr (const char *line, size_t len);
+#ifdef DCP_TEST_HOOKS
 void dcp_log_detached (const gchar *test_log);
+#endif

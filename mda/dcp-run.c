@@ -369,6 +369,9 @@ why_text (DcpWhy why)
       return "rate-limited, the trailing push already scheduled covers this message";
     case DCP_WHY_OWED:
       return "a push is owed and covers this message";
+    case DCP_WHY_NONE:
+    case DCP_WHY_PUSH:
+    case DCP_WHY_TRAILING:
     default:
       return NULL;
     }
@@ -822,6 +825,8 @@ dcp_run (DcpSettings *s, int input_fd)
       return dcp_sender_run_owner (&r);
     case DCP_MODE_DELIVER:
     case DCP_MODE_DRY_RUN:
+    case DCP_MODE_HELP: /* main() answers these two itself */
+    case DCP_MODE_VERSION:
     default:
       return run_deliver (&r, input_fd);
     }

@@ -646,7 +646,11 @@ check_cacert (DcpSettings *s, GError **error)
 static gboolean
 check_settings (DcpSettings *s, GError **error)
 {
+#ifdef DCP_TEST_HOOKS
   const gchar *schedule = g_getenv ("DCP_RETRY_SCHEDULE");
+#else
+  const gchar *schedule = NULL;
+#endif
 
   if (!dcp_http_check_url (s->url, error) || !dcp_retry_mode_parse (s->retry_name, &s->retry, error)
       || (s->cacert != NULL && !check_cacert (s, error)))

@@ -37,7 +37,7 @@ typedef struct {
   gboolean best_effort;
   DcpRetryMode retry;
   gchar *retry_name;    /* as given; parsed into retry */
-  DcpSchedule schedule; /* of an owed push; DCP_RETRY_SCHEDULE shortens it */
+  DcpSchedule schedule; /* of an owed push; tests shorten it */
   gboolean trailing;
   gboolean verbose;
   gchar *cache_root;

@@ -3,7 +3,8 @@
 
 Each test gets its own HOME, XDG_CACHE_HOME and XDG_CONFIG_HOME under a
 temporary directory, and usually a loopback endpoint (httpd.Server).  The
-binary comes from $DCP_BINARY or argv[1]; $DCP_WRAPPER (e.g. "valgrind
+binary comes from $DCP_BINARY or argv[1] (deltachat-push-test for a module
+that sets NEEDS_TEST_HOOKS); $DCP_WRAPPER (e.g. "valgrind
 --error-exitcode=1 --leak-check=full") is put in front of every run.
 Results are reported as TAP, one line per test method, for meson.
 """
@@ -12,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +21,8 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import dcpkit  # noqa: E402
+from dcpkit import free_port, wait_until  # noqa: E402,F401 (for the tests)
 from httpd import Server  # noqa: E402
 
 SOURCE_ROOT = os.path.dirname(HERE)
@@ -31,25 +33,6 @@ WRAPPER = shlex.split(os.environ.get("DCP_WRAPPER", ""))
 SLOW = float(os.environ.get("DCP_SLOW", "4" if WRAPPER else "1"))
 
 TOKEN = "fcm-chat.delta:dGVzdC10b2tlbi0x/Zm9v+YmFy=="
-
-
-def unused_port():
-    """A loopback port nothing listens on (connections are refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout, step=0.05):
-    """Poll pred until it is true or timeout seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def message(headers=None, body="Hello.\n", from_addr="alice@example.org",
@@ -263,6 +246,8 @@ def main():
     if not BINARY or not os.access(BINARY, os.X_OK):
         print("Bail out! no deltachat-push binary given (argv[1] or DCP_BINARY)")
         sys.exit(1)
+    if getattr(sys.modules["__main__"], "NEEDS_TEST_HOOKS", False):
+        dcpkit.require_test_hooks(BINARY)
     loader = unittest.TestLoader()
     if "-k" in args:
         loader.testNamePatterns = ["*%s*" % args[args.index("-k") + 1]]

@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import time
 
+from dcpkit import free_port
 from httpd import Server
 
 CA_CONF = """\
@@ -246,14 +247,6 @@ http {
   }
 }
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Nginx:

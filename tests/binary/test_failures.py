@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, WRAPPER, message, unused_port  # noqa: E402
+from dcptest import SLOW, TOKEN, WRAPPER, free_port, message  # noqa: E402
 
 
 class Failures(dcptest.TestCase):
@@ -59,7 +59,7 @@ class Failures(dcptest.TestCase):
         self.assertEqual({q.path for q in srv.requests}, {"/notify"})
 
     def test_connection_refused(self):
-        url = "http://127.0.0.1:%d/notify" % unused_port()
+        url = "http://127.0.0.1:%d/notify" % free_port()
         r = self.run_bin(["--retry=caller", "--timeout", "2", "-u", url, TOKEN], message())
         self.assertTempfail(r)
         self.assertLess(r.elapsed, 2 + 1.5 * SLOW)
@@ -139,7 +139,7 @@ class Failures(dcptest.TestCase):
         self.assertEqual(codes, [75, 75, 75, 75, 0])
 
     def test_best_effort(self):
-        url = "http://127.0.0.1:%d/notify" % unused_port()
+        url = "http://127.0.0.1:%d/notify" % free_port()
         r = self.run_bin(["--retry=caller", "--best-effort", "--timeout", "1", "-u", url, TOKEN], message())
         self.assertDone(r)
 
@@ -249,7 +249,7 @@ class Cache(dcptest.TestCase):
     def test_no_cache_gives_up_instead_of_retrying_forever(self):
         # without a cache the try can be neither counted nor owed: dropped
         blocker = self.write("not-a-dir", "x")
-        url = "http://127.0.0.1:%d/notify" % unused_port()
+        url = "http://127.0.0.1:%d/notify" % free_port()
         for mode in ("caller", "background"):
             with self.subTest(mode=mode):
                 r = self.run_bin(["--retry=" + mode, "--timeout", "1", "-u", url, TOKEN],

@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
 from dcptest import SLOW, TOKEN, message  # noqa: E402
 
+# DCP_RETRY_SCHEDULE, DCP_RETRY_LOG: the test build (dcptest.main checks)
+NEEDS_TEST_HOOKS = True
+
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
               "ALL_PROXY", "all_proxy")
 

@@ -274,5 +274,21 @@ class Options(dcptest.TestCase):
         self.assertLess(time.monotonic() - t0, 1 + 1.5 * dcptest.SLOW)
 
 
+class Environment(dcptest.TestCase):
+    def test_test_variables_are_not_read(self):
+        # the installed program reads neither variable of the test build
+        # (deltachat-push-test): a schedule it could not parse is no error,
+        # and the trailing push's process writes no log file
+        srv = self.server()
+        log = os.path.join(self.tmp, "detached.log")
+        env = {"DCP_RETRY_SCHEDULE": "not-a-schedule", "DCP_RETRY_LOG": log}
+        for _ in range(2):
+            self.assertDone(self.run_bin(["-w", "2", "--burst", "1", "-u", srv.url, TOKEN],
+                                         message(), env=env))
+        self.assertEqual(srv.wait_for(2, 30 * dcptest.SLOW), 2)
+        self.assertTrue(dcptest.wait_until(lambda: not self.owed_pids(), 10 * dcptest.SLOW))
+        self.assertFalse(os.path.exists(log))
+
+
 if __name__ == "__main__":
     dcptest.main()

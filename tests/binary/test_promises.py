@@ -24,6 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
 from dcptest import SLOW, TOKEN, message, wait_until  # noqa: E402
 
+# DCP_RETRY_SCHEDULE, DCP_RETRY_LOG: the test build (dcptest.main checks)
+NEEDS_TEST_HOOKS = True
+
 
 class Run:
     """A run started now; its message is written and the pipe closed at

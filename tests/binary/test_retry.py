@@ -16,8 +16,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message, unused_port, wait_until  # noqa: E402
+from dcptest import SLOW, TOKEN, message, free_port, wait_until  # noqa: E402
 from httpd import Server  # noqa: E402
+
+# DCP_RETRY_SCHEDULE, DCP_RETRY_LOG: the test build (dcptest.main checks)
+NEEDS_TEST_HOOKS = True
 
 
 class Retry(dcptest.TestCase):
@@ -54,7 +57,7 @@ class Retry(dcptest.TestCase):
 
     def test_down_then_up_at_the_real_first_step(self):
         del self.env["DCP_RETRY_SCHEDULE"]
-        port = unused_port()
+        port = free_port()
         url = "http://127.0.0.1:%d/notify" % port
         path = self.write("msg.eml", message())
         # a getmail-like caller: the message in a regular file, and exit 0

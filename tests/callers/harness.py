@@ -16,7 +16,6 @@ import grp
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,11 +23,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# httpd.py lives in tests/ next to this directory, or was copied beside us.
+# httpd.py and dcpkit.py live in tests/ next to this directory, or were
+# copied beside us.
 for d in (HERE, os.path.dirname(HERE)):
     if os.path.exists(os.path.join(d, "httpd.py")):
         sys.path.insert(0, d)
         break
+from dcpkit import free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
 from httpd import Server  # noqa: E402
 
 EXAMPLES = None  # set by run.py: the examples/ directory (or its copy)
@@ -189,34 +190,6 @@ def skip_missing_tools(tools):
     return False
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
-
-
 def tail(path, n=40):
     try:
         with open(path, "rb") as f:
@@ -274,9 +247,10 @@ class World:
     def write_wrapper(self):
         """A stand-in for /usr/local/bin/deltachat-push: runs the real
         binary under /usr/bin/time (peak RSS) with the endpoint URL (file
-        'url') and --window=0 (or the content of the file 'window') added, and logs one line per run:
-        With --retry=caller, so that run.py's scenarios see the exit-75
-        contract with real callers, unless set_retry() says otherwise.
+        'url'), --window=0 (or the content of the file 'window') and
+        --retry=caller added: run.py's scenarios see the exit-75 contract
+        with real callers, unless set_retry() says otherwise.  It logs
+        one line per run to runs.log:
             start end exitcode maxrss_kb stdin-kind pid user
         (user: $USER, which Dovecot sets to the recipient's login)
         It execs nothing else and adds nothing to stdout or stderr.  If
@@ -446,17 +420,40 @@ exit $rc
             [(PH_SIEVE_BIN, self.sieve_bin)],
             dest=os.path.join(d, "deltachat-push.conf"))
         first, syntax = DOVECOT_SYNTAX[version]
+        self.dovecot_instance = "dcp-callers-%d" % os.getpid()
         values = {
             "d": d, "port": self.imaps_port, "user": self.user,
             "group": self.group, "uid": self.uid, "cert": self.cert,
             "key": key, "sieve_conf": sieve,
-            "instance": "dcp-callers-%d" % os.getpid()}
+            "instance": self.dovecot_instance}
         values.update(version=first, syntax=syntax % values)
         conf = DOVECOT_CONF % values
         path = os.path.join(d, "dovecot.conf")
         with open(path, "w") as f:
             f.write(conf)
         return path
+
+    def imap_idling(self):
+        """Whether a client of this Dovecot is in IDLE: with
+        verbose_proctitle an imap process's title names the command it
+        runs ("dovecot-INSTANCE/imap [testuser 127.0.0.1 IDLE]")."""
+        want = ("%s/imap [" % self.dovecot_instance).encode()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if want in title and b" IDLE]" in title:
+                return True
+        return False
+
+    def wait_idle(self, timeout=20):
+        """Wait until getmail --idle is in IDLE again, so its pass over the
+        INBOX (and every run it made) is over; whether it came in time."""
+        return wait_until(self.imap_idling, timeout)
 
     def stop_dovecot(self):
         if self.dovecot is not None:
@@ -606,6 +603,7 @@ first_valid_uid = %(uid)d
 last_valid_uid = 0
 first_valid_gid = 0
 mailbox_idle_check_interval = 30 secs
+verbose_proctitle = yes
 %(syntax)s
 service imap-login {
   chroot =

@@ -7,7 +7,8 @@ process retries the push.  For getmail --idle that means it never leaves
 IDLE (with exit 75 it would exit 127 and need a restart); for Dovecot
 sieve, which never retries a delivery agent, that the push is not lost.
 The runs here get a shortened schedule (DCP_RETRY_SCHEDULE, through the
-harness's wrapper) so the scenarios stay short.
+harness's wrapper) so the scenarios stay short: DELTACHAT-PUSH is the test
+build, deltachat-push-test.
 
     retry.py getmail-retry|sieve-retry DELTACHAT-PUSH
 """
@@ -17,7 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+import harness  # noqa: E402  (puts tests/ on the path)
+import dcpkit  # noqa: E402
 import run  # noqa: E402
 from harness import wait_until  # noqa: E402
 from httpd import Server  # noqa: E402
@@ -151,6 +153,7 @@ def main(argv):
         return 2
     if harness.skip_missing_tools(run.TOOLS[argv[1]]):
         return 0
+    dcpkit.require_test_hooks(argv[2])
     return run.outer(argv[1], os.path.abspath(argv[2]))
 
 

@@ -85,7 +85,7 @@ def outer(scenario, binary, prepare=None):
         for name in (n for n in os.listdir(HERE) if n.endswith(".py")):
             shutil.copy(os.path.join(HERE, name),
                         os.path.join(tmp, "harness", name))
-        for name in ("httpd.py", "tlstest.py"):
+        for name in ("dcpkit.py", "httpd.py", "tlstest.py"):
             shutil.copy(os.path.join(os.path.dirname(HERE), name),
                         os.path.join(tmp, "harness", name))
         ex = find_examples()
@@ -401,7 +401,7 @@ def scenario_getmail(w, tap):
     try:
         # getmail's first pass hands over unread mail it has not seen yet.
         wait_until(lambda: len(w.runs()) >= 2, 20)
-        time.sleep(2)
+        tap.ok(w.wait_idle(20), "getmail's first pass is over: it idles")
         runs = w.runs()
         tap.ok(len(runs) == 2,
                "first start: only the 2 unread messages are handed over "
@@ -434,7 +434,7 @@ def scenario_getmail(w, tap):
         n = srv.wait_for(base + 1, 15)
         tap.ok(n == base + 1, "a message delivered while idling gives one "
                "push", "requests: %d, expected %d" % (n, base + 1))
-        time.sleep(1.5)
+        w.wait_idle(20)  # the pass, and the run in it, are over
         tap.ok(len(srv.requests) == base + 1, "and only one",
                "requests: %d" % len(srv.requests))
         fl = w.flags()
@@ -492,7 +492,7 @@ def scenario_getmail(w, tap):
         mid3, m = h.message("503 forever")
         t0, r = w.deliver(m)
         wait_until(lambda: len(w.runs()) - runs_before >= 5, 80)
-        time.sleep(1.5)
+        w.wait_idle(20)  # no run after the 5th
         rcs = [x[2] for x in w.runs()[runs_before:]]
         tap.ok(rcs == [75, 75, 75, 75, 0],
                "503 forever: 5 runs, the 5th gives up with exit 0",
@@ -505,7 +505,7 @@ def scenario_getmail(w, tap):
         mid4, m = h.message("after the outage")
         w.deliver(m)
         n = srv.wait_for(base + 1, 20)
-        time.sleep(1.5)
+        w.wait_idle(20)
         rcs = [x[2] for x in w.runs()[runs_before:]]
         tap.ok(n == base + 1 and len(srv.requests) == base + 1,
                "getmail carried on: the next message is pushed once, the "
@@ -632,14 +632,14 @@ def scenario_getmail_tls(w, tap):
     w.start_dovecot()
     sup = Supervisor(w, getmail_idle(w)).start()
     try:
-        time.sleep(2)  # getmail's first pass (an empty INBOX), then IDLE
+        tap.ok(w.wait_idle(20), "getmail idles after its first pass (an empty INBOX)")
         lat = []
         for i in range(5):
             base = len(srv.requests)
             t0, r = w.deliver(h.message("tls %d" % i)[1])
             if srv.wait_for(base + 1, 15) > base:
                 lat.append(srv.requests[base].time - t0)
-            time.sleep(1)
+            w.wait_idle(15)
         tap.ok(len(lat) == 5 and len(srv.requests) == 5,
                "getmail over HTTPS: 5 messages, 5 pushes", "pushes: %d" % len(srv.requests))
         tap.ok(all(q.body == h.TOKEN.encode() and q.tls in ("TLSv1.2", "TLSv1.3")

@@ -795,11 +795,6 @@ wait_eof (int fd)
 
 #define RACERS 20
 
-/* RACERS processes claim the same token at the same instant (all released
- * by one close()); each reports its slot kind as one character. */
-
-#define RACERS 20
-
 /* RACERS processes read a message for the same token at the same instant
  * (all released by one close()); each reports what its machine said as
  * one character: P push, T trailing (it then holds the mark until all
