@@ -97,10 +97,15 @@ child_started (pid_t pid, int tok, int st, const gchar *token, GError **error)
   close (st);
   if (child_errno == 0 && !(WIFEXITED (wstatus) && WEXITSTATUS (wstatus) == 0))
     child_errno = ECHILD;
-  if (child_errno != 0 || n != (gssize) len)
+  if (child_errno != 0)
     {
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s",
-                   child_errno ? g_strerror (child_errno) : "token not handed over");
+      g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (child_errno), "%s",
+                   g_strerror (child_errno));
+      return FALSE;
+    }
+  if (n != (gssize) len)
+    {
+      g_set_error_literal (error, DCP_ERROR, DCP_ERROR_FAILED, "token not handed over");
       return FALSE;
     }
   return TRUE;
@@ -124,7 +129,7 @@ dcp_spawn_detached (gchar **argv, const gchar *token, int mark, GError **error)
       close_pair (tok);
       if (devnull >= 0)
         close (devnull);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "%s", g_strerror (saved));
+      g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved), "%s", g_strerror (saved));
       return FALSE;
     }
   /* nothing buffered may be written twice, by a child too */
@@ -140,7 +145,8 @@ dcp_spawn_detached (gchar **argv, const gchar *token, int mark, GError **error)
       int saved = errno;
       close (tok[1]);
       close (st[0]);
-      g_set_error (error, DCP_ERROR, DCP_ERROR_FAILED, "cannot fork: %s", g_strerror (saved));
+      g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved), "cannot fork: %s",
+                   g_strerror (saved));
       return FALSE;
     }
   return child_started (pid, tok[1], st[0], token, error);

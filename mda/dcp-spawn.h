@@ -10,5 +10,6 @@
 
 #define DCP_SPAWN_MARK_FD 3
 
-/* Returns once the process is on its way: its exec is not awaited. */
+/* Returns once the process is on its way: its exec is not awaited.  A
+ * failed system call is reported in G_FILE_ERROR, from its errno. */
 gboolean dcp_spawn_detached (gchar **argv, const gchar *token, int mark, GError **error);
