@@ -506,6 +506,51 @@ post_job_finish (DcpRun *r, PostJob *job, DcpHttpRequest *requests)
   g_free (job);
 }
 
+/* No HTTP client: every request failed, for the same reason. */
+static void
+fail_all (DcpHttpRequest *requests, guint n, const GError *error)
+{
+  for (guint i = 0; i < n; i++)
+    {
+      requests[i].outcome = DCP_HTTP_FAILED;
+      requests[i].error = g_error_copy (error);
+    }
+}
+
+/* The thread's job: the run's HTTP client and copies of the tokens. */
+static PostJob *
+post_job_new (DcpRun *r, const DcpHttpRequest *requests, guint n, gint64 deadline, guint attempts,
+              int done)
+{
+  PostJob *job = g_new0 (PostJob, 1);
+
+  *job = (PostJob){ .http = g_steal_pointer (&r->http),
+                    .requests = g_new0 (DcpHttpRequest, n),
+                    .n = n,
+                    .deadline = deadline,
+                    .attempts = attempts,
+                    .done = done };
+  for (guint i = 0; i < n; i++)
+    job->requests[i] = (DcpHttpRequest){ g_strdup (requests[i].token), DCP_HTTP_FAILED, 0, NULL };
+  return job;
+}
+
+/* Wait until the thread is done (TRUE) or a signal ends the run
+ * (FALSE). */
+static gboolean
+wait_posts (int done, int sigfd)
+{
+  struct pollfd fds[2] = { { done, POLLIN, 0 }, { sigfd, POLLIN, 0 } };
+
+  for (;;)
+    {
+      int k = poll (fds, sigfd >= 0 ? 2 : 1, -1);
+      if (k < 0 && errno == EINTR)
+        continue;
+      return k < 0 || (fds[0].revents & POLLIN) || !(fds[1].revents & POLLIN);
+    }
+}
+
 static gboolean
 post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
 {
@@ -515,45 +560,26 @@ post_all (DcpRun *r, DcpHttpRequest *requests, guint n, int sigfd)
    * and a detached process per token */
   gint64 margin
       = MIN (G_USEC_PER_SEC / 5 + n * (G_USEC_PER_SEC / 80), r->s->timeout * G_USEC_PER_SEC / 2);
+  gint64 deadline = r->deadline - margin;
+  guint attempts = r->s->retry == DCP_RETRY_CALLER ? 0 : 1;
   PostJob *job;
-  int done[2];
   GThread *thread;
-  struct pollfd fds[2];
+  int done[2];
 
   if (http == NULL)
     {
-      for (guint i = 0; i < n; i++)
-        {
-          requests[i].outcome = DCP_HTTP_FAILED;
-          requests[i].error = g_error_copy (error);
-        }
+      fail_all (requests, n, error);
       return TRUE;
     }
   if (pipe2 (done, O_CLOEXEC) < 0)
     {
-      dcp_http_notify_all (http, requests, n, r->deadline - margin,
-                           r->s->retry == DCP_RETRY_CALLER ? 0 : 1);
+      dcp_http_notify_all (http, requests, n, deadline, attempts);
       return TRUE;
     }
-  job = g_new0 (PostJob, 1);
-  *job = (PostJob){ g_steal_pointer (&r->http),
-                    g_new0 (DcpHttpRequest, n),
-                    n,
-                    r->deadline - margin,
-                    r->s->retry == DCP_RETRY_CALLER ? 0 : 1,
-                    done[1] };
-  for (guint i = 0; i < n; i++)
-    job->requests[i] = (DcpHttpRequest){ g_strdup (requests[i].token), DCP_HTTP_FAILED, 0, NULL };
+  job = post_job_new (r, requests, n, deadline, attempts, done[1]);
   thread = g_thread_new ("post", post_thread, job);
-  fds[0] = (struct pollfd){ done[0], POLLIN, 0 };
-  fds[1] = (struct pollfd){ sigfd, POLLIN, 0 };
-  for (;;)
+  if (!wait_posts (done[0], sigfd))
     {
-      int k = poll (fds, sigfd >= 0 ? 2 : 1, -1);
-      if (k < 0 && errno == EINTR)
-        continue;
-      if (k < 0 || (fds[0].revents & POLLIN) || !(fds[1].revents & POLLIN))
-        break;
       /* ended by a signal: the thread keeps its job (see above) */
       dcp_log (LOG_WARNING, "interrupted by a signal: what is not answered yet is owed");
       return FALSE;
@@ -670,29 +696,87 @@ settle (DcpRun *r, Plan *p, gboolean caller_retry, gboolean interrupted)
   dcp_sender_start (r, p->token, &p->step);
 }
 
-static DcpStatus
-push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int sigfd)
+/* The requests of the tokens to push; index maps each to its plan. */
+static void
+gather_requests (GArray *plans, GArray *requests, GArray *index)
 {
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *failure = NULL;
-  g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
-  g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
-  gboolean transient = FALSE, answered;
-  int decided = -1; /* will the caller retry (caller mode)? -1: not asked yet */
-
   for (guint i = 0; i < plans->len; i++)
     {
       Plan *p = &g_array_index (plans, Plan, i);
       DcpHttpRequest req = { p->token, DCP_HTTP_FAILED, 0, NULL };
+
+      if (p->done)
+        dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
       if (!p->push || p->done)
-        {
-          if (p->done)
-            dcp_log (LOG_INFO, "%s: already notified on an earlier try", p->shown);
-          continue;
-        }
+        continue;
       g_array_append_val (requests, req);
       g_array_append_val (index, i);
     }
+}
+
+/* One token's answer (none when !answered: interrupted) into its plan,
+ * then settled.  TRUE: the caller is to retry it.  One failed run counts
+ * once against the message, whatever the number of its tokens that
+ * failed: *decided is whether the caller retries (caller mode), -1 until
+ * that is asked. */
+static gboolean
+take_answer (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, Plan *p, DcpHttpRequest *req,
+             gboolean answered, int *decided)
+{
+  gboolean again = FALSE;
+
+  p->outcome = answered ? req->outcome : DCP_HTTP_FAILED;
+  p->text = answered ? dcp_outcome_text (p->outcome, req->error)
+                     : g_strdup ("error: interrupted by a signal");
+  if (answered)
+    dcp_http_request_clear (req);
+  if (p->outcome == DCP_HTTP_FAILED && answered && !p->stateless)
+    {
+      if (*decided < 0)
+        *decided = caller_retries (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC);
+      again = *decided;
+    }
+  settle (r, p, again, !answered);
+  if (!again && p->outcome != DCP_HTTP_FAILED)
+    g_ptr_array_add (retry->done, g_strdup (p->hash));
+  return again;
+}
+
+/* The run's status once every answer is settled.  failure: the first
+ * token the caller is to retry, with its answer, or NULL. */
+static DcpStatus
+conclude (DcpRun *r, const DcpMessage *msg, const DcpRetry *retry, gboolean answered,
+          const gchar *failure)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!answered)
+    {
+      dcp_log_fatal_line ("interrupted by a signal, exiting 75 for a retry");
+      return DCP_STATUS_INTERRUPTED;
+    }
+  if (failure == NULL)
+    {
+      if (r->state != NULL && retry->failures > 0)
+        delete_retry (r, msg);
+      return DCP_STATUS_DONE;
+    }
+  if (r->state != NULL && !dcp_retry_save (r->state, msg->key, retry, &error))
+    dcp_log (LOG_WARNING, "cannot record the tokens notified: %s", error->message);
+  dcp_log_fatal_line ("notification failed, will retry: %s", failure);
+  return DCP_STATUS_TRANSIENT;
+}
+
+static DcpStatus
+push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int sigfd)
+{
+  g_autofree gchar *failure = NULL;
+  g_autoptr (GArray) requests = g_array_new (FALSE, TRUE, sizeof (DcpHttpRequest));
+  g_autoptr (GArray) index = g_array_new (FALSE, FALSE, sizeof (guint));
+  gboolean answered;
+  int decided = -1;
+
+  gather_requests (plans, requests, index);
   dcp_run_start_budget (r);
   answered = requests->len == 0
              || post_all (r, (DcpHttpRequest *) (gpointer) requests->data, requests->len, sigfd);
@@ -700,53 +784,49 @@ push_all (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, int 
     {
       Plan *p = &g_array_index (plans, Plan, g_array_index (index, guint, k));
       DcpHttpRequest *req = &g_array_index (requests, DcpHttpRequest, k);
-      gboolean again = FALSE;
 
-      p->outcome = answered ? req->outcome : DCP_HTTP_FAILED;
-      p->text = answered ? dcp_outcome_text (p->outcome, req->error)
-                         : g_strdup ("error: interrupted by a signal");
-      if (answered)
-        dcp_http_request_clear (req);
-      /* one failed run counts once against the message, whatever the
-       * number of its tokens that failed */
-      if (p->outcome == DCP_HTTP_FAILED && answered && !p->stateless)
-        {
-          if (decided < 0)
-            decided = caller_retries (r, msg, retry, g_get_real_time () / G_USEC_PER_SEC);
-          again = decided;
-        }
-      settle (r, p, again, !answered);
-      if (again)
-        {
-          transient = TRUE;
-          if (failure == NULL)
-            failure = g_strdup_printf ("%s %s", p->shown, p->text);
-        }
-      else if (p->outcome != DCP_HTTP_FAILED)
-        g_ptr_array_add (retry->done, g_strdup (p->hash));
+      if (take_answer (r, msg, retry, p, req, answered, &decided) && failure == NULL)
+        failure = g_strdup_printf ("%s %s", p->shown, p->text);
     }
-  if (!answered)
+  return conclude (r, msg, retry, answered, failure);
+}
+
+/* The rest of the caller's pipe, read to EOF before anything else:
+ * nothing is claimed for a message not read.  Returns the time the
+ * message counts from. */
+static gint64
+drain_message (int fd)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!dcp_message_drain (fd, NULL, &error))
+    dcp_log (LOG_WARNING, "%s", error->message);
+  return g_get_real_time ();
+}
+
+/* Every token's plan for a message read at now (skipping the tokens its
+ * retry record says were notified). */
+static void
+plan_tokens (DcpRun *r, const DcpMessage *msg, DcpRetry *retry, GArray *plans, gint64 now,
+             gboolean dry)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (r->state != NULL && !dcp_retry_load (r->state, msg->key, retry, &error))
+    dcp_log (LOG_WARNING, "cannot read the message's retry record: %s", error->message);
+  g_array_set_size (plans, r->tokens->len);
+  for (guint i = 0; i < r->tokens->len; i++)
     {
-      dcp_log_fatal_line ("interrupted by a signal, exiting 75 for a retry");
-      return DCP_STATUS_INTERRUPTED;
+      Plan *p = &g_array_index (plans, Plan, i);
+      p->token = g_ptr_array_index (r->tokens, i);
+      read_token_message (r, p, retry, now, dry);
     }
-  if (!transient)
-    {
-      if (r->state != NULL && retry->failures > 0)
-        delete_retry (r, msg);
-      return DCP_STATUS_DONE;
-    }
-  if (transient && r->state != NULL && !dcp_retry_save (r->state, msg->key, retry, &error))
-    dcp_log (LOG_WARNING, "cannot record the tokens notified: %s", error->message);
-  dcp_log_fatal_line ("notification failed, will retry: %s", failure);
-  return DCP_STATUS_TRANSIENT;
 }
 
 static DcpStatus
 run_deliver (DcpRun *r, int fd)
 {
   gboolean dry = r->s->mode == DCP_MODE_DRY_RUN;
-  g_autoptr (GError) error = NULL;
   g_autoptr (DcpMessage) msg = read_message (fd);
   g_autoptr (GArray) plans = g_array_new (FALSE, TRUE, sizeof (Plan));
   g_auto (DcpRetry) retry
@@ -760,13 +840,9 @@ run_deliver (DcpRun *r, int fd)
   DcpStatus status;
 
   g_array_set_clear_func (plans, (GDestroyNotify) plan_clear);
-  /* the caller's pipe is read to EOF before anything else: the message
-   * counts from now (the decision, the devices and every token's machine
-   * see this one time), and nothing is claimed for a message not read */
-  if (!dcp_message_drain (fd, NULL, &error))
-    dcp_log (LOG_WARNING, "%s", error->message);
-  g_clear_error (&error);
-  now = g_get_real_time ();
+  /* the decision, the devices and every token's machine see this one
+   * time */
+  now = drain_message (fd);
   verdict = dcp_decide (msg, &policy, now / G_USEC_PER_SEC);
 
   /* devices are refreshed on every run, whatever the message */
@@ -779,16 +855,7 @@ run_deliver (DcpRun *r, int fd)
     {
       if (!dry)
         sigfd = hold_signals ();
-      if (r->state != NULL && !dcp_retry_load (r->state, msg->key, &retry, &error))
-        dcp_log (LOG_WARNING, "cannot read the message's retry record: %s", error->message);
-      g_clear_error (&error);
-      g_array_set_size (plans, r->tokens->len);
-      for (guint i = 0; i < r->tokens->len; i++)
-        {
-          Plan *p = &g_array_index (plans, Plan, i);
-          p->token = g_ptr_array_index (r->tokens, i);
-          read_token_message (r, p, &retry, now, dry);
-        }
+      plan_tokens (r, msg, &retry, plans, now, dry);
     }
   if (verdict != DCP_VERDICT_NOTIFY || dry)
     return report_only (r, msg, verdict, plans);
