@@ -670,6 +670,59 @@ dcp_http_request_clear (DcpHttpRequest *request)
   request->status = 0;
 }
 
+/* Start whatever may go, in order, on the transfers free.  A request
+ * that cannot be started is settled, with the reason.  Returns how many
+ * were settled. */
+static guint
+start_ready (DcpHttp *http, DcpHttpRequest *requests, Progress *p, guint n, gint64 end, gint64 now,
+             guint *busy)
+{
+  guint settled = 0;
+
+  for (guint i = 0; i < n && *busy < REQUESTS_MAX && end - now >= ATTEMPT_MIN_US; i++)
+    {
+      g_autoptr (GError) local = NULL;
+
+      if (p[i].done || p[i].in_flight || p[i].retry_at > now)
+        continue;
+      if (attempt_start (http, &requests[i], i, end, now, &local))
+        {
+          p[i].attempts++;
+          p[i].in_flight = TRUE;
+          (*busy)++;
+          continue;
+        }
+      g_clear_error (&requests[i].error);
+      requests[i].error = g_steal_pointer (&local);
+      p[i].done = TRUE;
+      settled++;
+    }
+  return settled;
+}
+
+/* How long to sleep, in ms, until a retry is due or the deadline (libcurl
+ * wakes earlier when it has work). */
+static int
+sleep_ms (const Progress *p, guint n, gint64 now, gint64 end)
+{
+  gint64 wake = end;
+
+  for (guint i = 0; i < n; i++)
+    if (!p[i].done && !p[i].in_flight && p[i].retry_at > now)
+      wake = MIN (wake, p[i].retry_at);
+  return (int) CLAMP ((wake - now + 999) / 1000, 0, POLL_MAX_MS);
+}
+
+/* FALSE, with error set, when libcurl failed. */
+static gboolean
+multi_ok (DcpHttp *http, CURLMcode mc, GError **error)
+{
+  if (mc == CURLM_OK)
+    return TRUE;
+  g_set_error (error, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s", http->api.multi_strerror (mc));
+  return FALSE;
+}
+
 void
 dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 deadline,
                      guint max_attempts)
@@ -693,58 +746,22 @@ dcp_http_notify_all (DcpHttp *http, DcpHttpRequest *requests, guint n, gint64 de
 
   while (pending > 0)
     {
-      gint64 wake = end;
       CURLMcode mc;
       int running;
 
-      /* start whatever may go, in order, on the transfers free */
-      for (guint i = 0; i < n && busy < REQUESTS_MAX && end - now >= ATTEMPT_MIN_US; i++)
-        {
-          g_autoptr (GError) local = NULL;
-
-          if (p[i].done || p[i].in_flight || p[i].retry_at > now)
-            continue;
-          if (attempt_start (http, &requests[i], i, end, now, &local))
-            {
-              p[i].attempts++;
-              p[i].in_flight = TRUE;
-              busy++;
-              continue;
-            }
-          g_clear_error (&requests[i].error);
-          requests[i].error = g_steal_pointer (&local);
-          p[i].done = TRUE;
-          pending--;
-        }
+      pending -= start_ready (http, requests, p, n, end, now, &busy);
       if (pending == 0)
         break;
-
       mc = http->api.multi_perform (http->multi, &running);
       if (mc == CURLM_OK)
         pending -= collect (http, requests, p, max_attempts, end, &busy);
       now = g_get_monotonic_time ();
-      if (mc != CURLM_OK)
-        {
-          g_set_error (&failure, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
-                       http->api.multi_strerror (mc));
-          break;
-        }
-      if (pending == 0 || now >= end)
+      if (!multi_ok (http, mc, &failure) || pending == 0 || now >= end)
         break;
-
-      /* sleep until libcurl has work, a retry is due or the deadline */
-      for (guint i = 0; i < n; i++)
-        if (!p[i].done && !p[i].in_flight && p[i].retry_at > now)
-          wake = MIN (wake, p[i].retry_at);
-      mc = http->api.multi_poll (http->multi, NULL, 0,
-                                 (int) CLAMP ((wake - now + 999) / 1000, 0, POLL_MAX_MS), NULL);
+      mc = http->api.multi_poll (http->multi, NULL, 0, sleep_ms (p, n, now, end), NULL);
       now = g_get_monotonic_time ();
-      if (mc != CURLM_OK)
-        {
-          g_set_error (&failure, DCP_ERROR, DCP_ERROR_LIBRARY, "libcurl: %s",
-                       http->api.multi_strerror (mc));
-          break;
-        }
+      if (!multi_ok (http, mc, &failure))
+        break;
     }
   give_up (http, requests, p, n, failure);
 }
