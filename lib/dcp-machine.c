@@ -102,6 +102,57 @@ move_owner (DcpMachine *m, gint64 due, DcpActions *a)
     }
 }
 
+/* A message read while a push is owed.  TRUE: the push is to go at *t
+ * (now or later); FALSE: the owner's push covers the message. */
+static gboolean
+read_owed (const DcpMachineConfig *c, DcpMachine *m, gint64 now, DcpActions *a, gint64 *t)
+{
+  a->why = DCP_WHY_OWED;
+  *t = poke_time (c, m, now);
+  if (m->owned)
+    {
+      /* while the owner pushes (due -1) its answer sees this message */
+      if (m->due >= 0)
+        move_owner (m, *t, a);
+      return FALSE;
+    }
+  /* an owed push whose process is gone: taken over */
+  if (m->due >= 0)
+    *t = MAX (MIN (*t, m->due), dcp_machine_available_at (c, m, now));
+  return TRUE;
+}
+
+/* A message read while nothing is owed.  TRUE: a trailing push is to go
+ * at *t; FALSE: decided here (pushed now, covered by the owner's push, or
+ * rate-limited with no trailing push, wanted then back to previous). */
+static gboolean
+read_fresh (const DcpMachineConfig *c, DcpMachine *m, gint64 now, gint64 previous, DcpActions *a,
+            gint64 *t)
+{
+  *t = dcp_machine_available_at (c, m, now);
+  if (*t <= now)
+    {
+      a->why = DCP_WHY_PUSH;
+      take_push (c, m, now, a);
+      return FALSE;
+    }
+  if (m->owned)
+    {
+      a->why = DCP_WHY_COVERED;
+      if (m->due >= 0)
+        move_owner (m, *t, a);
+      return FALSE;
+    }
+  if (!c->trailing)
+    {
+      a->why = DCP_WHY_LIMITED;
+      m->wanted = previous;
+      return FALSE;
+    }
+  a->why = DCP_WHY_TRAILING;
+  return TRUE;
+}
+
 static void
 on_read (const DcpMachineConfig *c, DcpMachine *m, gint64 now, DcpActions *a)
 {
@@ -116,45 +167,8 @@ on_read (const DcpMachineConfig *c, DcpMachine *m, gint64 now, DcpActions *a)
   m->wanted = MAX (m->wanted, now);
   if (m->owed_first >= 0 && !m->owned && dcp_schedule_expired (c->schedule, m->owed_first, now))
     owed_reset (m); /* its schedule ended while nobody held it */
-  if (m->owed_first >= 0)
-    {
-      a->why = DCP_WHY_OWED;
-      t = poke_time (c, m, now);
-      if (m->owned)
-        {
-          /* while the owner pushes (due -1) its answer sees this message */
-          if (m->due >= 0)
-            move_owner (m, t, a);
-          return;
-        }
-      /* an owed push whose process is gone: taken over */
-      if (m->due >= 0)
-        t = MAX (MIN (t, m->due), dcp_machine_available_at (c, m, now));
-    }
-  else
-    {
-      t = dcp_machine_available_at (c, m, now);
-      if (t <= now)
-        {
-          a->why = DCP_WHY_PUSH;
-          take_push (c, m, now, a);
-          return;
-        }
-      if (m->owned)
-        {
-          a->why = DCP_WHY_COVERED;
-          if (m->due >= 0)
-            move_owner (m, t, a);
-          return;
-        }
-      if (!c->trailing)
-        {
-          a->why = DCP_WHY_LIMITED;
-          m->wanted = previous;
-          return;
-        }
-      a->why = DCP_WHY_TRAILING;
-    }
+  if (m->owed_first >= 0 ? !read_owed (c, m, now, a, &t) : !read_fresh (c, m, now, previous, a, &t))
+    return;
   if (t <= now)
     {
       take_push (c, m, now, a);
@@ -216,22 +230,29 @@ schedule_after (const DcpSchedule *schedule, gint64 first, gint64 now)
   return -1;
 }
 
-static void
-on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActions *a)
+/* Is a failed push owed?  Not when the caller retries it, nor when a
+ * later push covered what it was for. */
+static gboolean
+failure_owed (DcpMachine *m, const DcpEvent *e)
 {
-  gint64 next;
-
   if (e->caller_retries && !e->by_owner)
-    return; /* the caller retries */
+    return FALSE; /* the caller retries */
   if (m->wanted < 0)
     {
       /* nothing wanted: a later push covered what this one was for (it
        * was answered 200), unless the state was lost meanwhile (the cache
        * removed): then what it was for is wanted again */
       if (m->last > e->started)
-        return;
+        return FALSE;
       m->wanted = e->started;
     }
+  return TRUE;
+}
+
+/* One more failed try of the owed push, or the first of a new one. */
+static void
+count_failure (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e)
+{
   /* an owed push that outlived its schedule (found after a reboot): a
    * new failure starts a schedule of its own */
   if (m->owed_first >= 0 && !e->by_owner && !m->owned
@@ -244,6 +265,16 @@ on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActio
     }
   else
     m->tries++;
+}
+
+static void
+on_failed (const DcpMachineConfig *c, DcpMachine *m, const DcpEvent *e, DcpActions *a)
+{
+  gint64 next;
+
+  if (!failure_owed (m, e))
+    return;
+  count_failure (c, m, e);
   next = schedule_after (c->schedule, m->owed_first, e->now);
   a->tries = m->tries;
   if (next < 0)
