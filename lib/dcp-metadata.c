@@ -232,6 +232,32 @@ dcp_metadata_seen_free (DcpMetadataSeen *seen)
   g_free (seen);
 }
 
+/* One "<unix time> <value>" line (the n-th) of a devices file: its token,
+ * with the time in *when, or NULL (and a warning) when it holds none. */
+static gchar *
+seen_line (const gchar *line, gsize line_len, guint n, GPtrArray *warnings, gint64 *when)
+{
+  const gchar *space = memchr (line, ' ', line_len);
+  g_autofree gchar *stamp = NULL;
+  guint64 t = 0;
+
+  if (space == NULL || space == line || space - line > 20)
+    {
+      if (warnings != NULL)
+        g_ptr_array_add (warnings, g_strdup_printf ("line %u: no \"<time> <token>\", ignored", n));
+      return NULL;
+    }
+  stamp = g_strndup (line, space - line);
+  if (!g_ascii_string_to_unsigned (stamp, 10, 0, G_MAXINT64 / G_USEC_PER_SEC, &t, NULL))
+    {
+      if (warnings != NULL)
+        g_ptr_array_add (warnings, g_strdup_printf ("line %u: not a time, ignored", n));
+      return NULL;
+    }
+  *when = (gint64) t;
+  return token_value ("devicetoken", space + 1, line_len - (space + 1 - line), "line", n, warnings);
+}
+
 /* The valid, unique tokens of a devices file ("<unix time> <value>"
  * lines), each with the time it was last seen (the newest of its lines),
  * in file order; one line per problem is added to warnings (if not
@@ -249,34 +275,15 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
 
   while (next_line (data, len, &pos, &line, &line_len))
     {
-      const gchar *space = memchr (line, ' ', line_len);
-      g_autofree gchar *stamp = NULL;
       DcpMetadataSeen *seen;
-      guint64 when = 0;
-      gchar *value;
+      gint64 when = 0;
+      gchar *value = seen_line (line, line_len, ++n, warnings, &when);
 
-      n++;
-      if (space == NULL || space == line || space - line > 20)
-        {
-          if (warnings != NULL)
-            g_ptr_array_add (warnings,
-                             g_strdup_printf ("line %u: no \"<time> <token>\", ignored", n));
-          continue;
-        }
-      stamp = g_strndup (line, space - line);
-      if (!g_ascii_string_to_unsigned (stamp, 10, 0, G_MAXINT64 / G_USEC_PER_SEC, &when, NULL))
-        {
-          if (warnings != NULL)
-            g_ptr_array_add (warnings, g_strdup_printf ("line %u: not a time, ignored", n));
-          continue;
-        }
-      value = token_value ("devicetoken", space + 1, line_len - (space + 1 - line), "line", n,
-                           warnings);
       if (value == NULL)
         continue;
       if ((seen = g_hash_table_lookup (index, value)) != NULL)
         {
-          seen->seen_s = MAX (seen->seen_s, (gint64) when);
+          seen->seen_s = MAX (seen->seen_s, when);
           g_free (value);
           continue;
         }
@@ -287,7 +294,7 @@ dcp_metadata_parse_seen (const gchar *data, gsize len, GPtrArray *warnings)
         }
       seen = g_new0 (DcpMetadataSeen, 1);
       seen->token = value;
-      seen->seen_s = (gint64) when;
+      seen->seen_s = when;
       g_ptr_array_add (found, seen);
       g_hash_table_insert (index, seen->token, seen);
     }
