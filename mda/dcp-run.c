@@ -888,7 +888,6 @@ dcp_run (DcpSettings *s, int input_fd)
     case DCP_MODE_RESUME:
       return run_resume (&r);
     case DCP_MODE_TRAILING:
-    case DCP_MODE_OWED:
       return dcp_sender_run_owner (&r);
     case DCP_MODE_DELIVER:
     case DCP_MODE_DRY_RUN:

@@ -155,7 +155,7 @@ typedef struct {
   gboolean given; /* a mode: TRUE when given */
 } Option;
 
-#define N_OPTIONS 24
+#define N_OPTIONS 23
 
 typedef struct {
   Option options[N_OPTIONS];
@@ -286,7 +286,6 @@ describe (Cli *c, DcpSettings *s)
       .mode = DCP_MODE_HELP,
       .help = "Show this help and exit" },
     { .name = "trailing-child", .where = ARGS, .mode = DCP_MODE_TRAILING },
-    { .name = "owed-child", .where = ARGS, .mode = DCP_MODE_OWED },
   };
 
   G_STATIC_ASSERT (G_N_ELEMENTS (options) == N_OPTIONS);
@@ -665,8 +664,8 @@ check_settings (DcpSettings *s, GError **error)
       g_prefix_error (error, "DCP_RETRY_SCHEDULE: ");
       return FALSE;
     }
-  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_OWED
-      && s->mode != DCP_MODE_RESUME && s->dovecot_metadata == NULL)
+  if (s->tokens->len == 0 && s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_RESUME
+      && s->dovecot_metadata == NULL)
     {
       g_set_error_literal (error, DCP_ERROR, DCP_ERROR_INVALID,
                            "no push token given (TOKEN, --token-file or the config file)");
@@ -837,7 +836,7 @@ dcp_settings_parse (DcpSettings *s, int argc, char **argv, GError **error)
   /* the environment sits between the command line and the config file */
   if (s->url == NULL && env_url != NULL && *env_url != '\0')
     s->url = g_strdup (env_url);
-  if (s->mode != DCP_MODE_TRAILING && s->mode != DCP_MODE_OWED && !read_config (&c, error))
+  if (s->mode != DCP_MODE_TRAILING && !read_config (&c, error))
     return FALSE;
   if (!collect_tokens (s, &c, error))
     return FALSE;

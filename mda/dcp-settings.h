@@ -19,7 +19,6 @@ typedef enum {
   DCP_MODE_HELP,
   DCP_MODE_VERSION,
   DCP_MODE_TRAILING, /* internal: the detached process that owns a token's next push */
-  DCP_MODE_OWED,     /* internal: the same */
   DCP_MODE_RESUME,   /* take over orphaned pushes */
 } DcpMode;
 

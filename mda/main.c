@@ -130,7 +130,7 @@ main (int argc, char **argv)
 
   dcp_log_set_verbose (settings->verbose);
 #ifdef DCP_TEST_HOOKS
-  if (settings->mode == DCP_MODE_TRAILING || settings->mode == DCP_MODE_OWED)
+  if (settings->mode == DCP_MODE_TRAILING)
     dcp_log_detached (g_getenv ("DCP_RETRY_LOG"));
 #endif
   for (guint i = 0; i < settings->warnings->len; i++)
