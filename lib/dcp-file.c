@@ -69,6 +69,41 @@ dcp_file_open (int dirfd, const gchar *name, int oflags, DcpFileFlags flags, str
   return fd;
 }
 
+/* Read fd from its start into *buf (of size + 1 bytes, size from
+ * fstat() plus one), on while the file grows, up to one byte past the
+ * cap.  Returns how many bytes were read, or -1 with error set. */
+static gssize
+pread_bounded (int fd, const gchar *name, gchar **buf, gsize size, GError **error)
+{
+  gsize got = 0;
+
+  for (;;)
+    {
+      gssize n = pread (fd, *buf + got, size - got, (off_t) got);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          set_errno (error, errno, name);
+          return -1;
+        }
+      if (n == 0)
+        return (gssize) got;
+      got += n;
+      if (got > DCP_FILE_MAX)
+        {
+          set_not_regular (error, name);
+          return -1;
+        }
+      if (got == size)
+        {
+          /* it grew since fstat(): read on, up to one byte past the cap */
+          size = MIN (size * 2, (gsize) DCP_FILE_MAX + 1);
+          *buf = g_realloc (*buf, size + 1);
+        }
+    }
+}
+
 /* The whole content of the open regular file fd (from its start), NUL
  * terminated, or NULL with error set when it cannot be read or holds more
  * than DCP_FILE_MAX bytes.  name is only for messages.  The buffer is
@@ -79,7 +114,7 @@ dcp_file_read_fd (int fd, const gchar *name, gsize *len, GError **error)
 {
   g_autofree gchar *buf = NULL;
   struct stat st;
-  gsize size, got = 0;
+  gssize got;
 
   if (fstat (fd, &st) < 0)
     {
@@ -91,36 +126,13 @@ dcp_file_read_fd (int fd, const gchar *name, gsize *len, GError **error)
       set_not_regular (error, name);
       return NULL;
     }
-  size = (gsize) st.st_size + 1;
-  buf = g_malloc (size + 1);
-  for (;;)
-    {
-      gssize n = pread (fd, buf + got, size - got, (off_t) got);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        {
-          set_errno (error, errno, name);
-          return NULL;
-        }
-      if (n == 0)
-        break;
-      got += n;
-      if (got > DCP_FILE_MAX)
-        {
-          set_not_regular (error, name);
-          return NULL;
-        }
-      if (got == size)
-        {
-          /* it grew since fstat(): read on, up to one byte past the cap */
-          size = MIN (size * 2, (gsize) DCP_FILE_MAX + 1);
-          buf = g_realloc (buf, size + 1);
-        }
-    }
+  buf = g_malloc ((gsize) st.st_size + 2);
+  got = pread_bounded (fd, name, &buf, (gsize) st.st_size + 1, error);
+  if (got < 0)
+    return NULL;
   buf[got] = '\0';
   if (len != NULL)
-    *len = got;
+    *len = (gsize) got;
   return g_steal_pointer (&buf);
 }
 
