@@ -134,21 +134,12 @@ class RateLimit(dcptest.TestCase):
         srv = self.server()
         self.assertDone(self.run_bin(self.args(srv), message()))
         self.assertDone(self.run_bin(self.args(srv), message()))
-        # kill the detached trailing push before it sends
-        mine = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    cmdline = f.read()
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    environ = f.read()
-            except OSError:
-                continue
-            if b"--trailing-child" in cmdline and self.home.encode() in environ:
-                mine.append(int(pid))
-        self.assertEqual(len(mine), 1, mine)
-        os.kill(mine[0], 9)
-        time.sleep(0.2)
+        # kill the detached trailing push before it sends (the run does not
+        # wait for its exec: look until it is there)
+        self.assertTrue(dcptest.wait_until(lambda: len(self.owed_pids()) == 1, 3 * SLOW),
+                        self.owed_pids())
+        os.kill(self.owed_pids()[0], 9)
+        self.assertTrue(dcptest.wait_until(lambda: not self.owed_pids(), 3 * SLOW))
         st = self.run_bin(["--status", TOKEN])
         self.assertIn("pending=stale", st.stdout)
         # the next message inside the window schedules a new one
