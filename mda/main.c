@@ -98,6 +98,21 @@ setup_signals (void)
   sigaction (SIGUSR1, &sa, NULL);
 }
 
+/* --help and --version: all they do is print. */
+static int
+print_help_or_version (const DcpSettings *settings)
+{
+  if (settings->mode == DCP_MODE_HELP)
+    fputs (settings->help, stdout);
+  else
+    {
+      g_autoptr (GError) error = NULL;
+      g_autofree gchar *tls = dcp_http_describe (NULL, &error);
+      printf (PACKAGE_NAME " " PACKAGE_VERSION "\n%s\n", tls ? tls : error->message);
+    }
+  return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -116,17 +131,8 @@ main (int argc, char **argv)
       dcp_log_fatal_line ("configuration error: %s", error->message);
       return status_to_exit (DCP_STATUS_CONFIG, FALSE);
     }
-  if (settings->mode == DCP_MODE_HELP)
-    {
-      fputs (settings->help, stdout);
-      return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
-    }
-  if (settings->mode == DCP_MODE_VERSION)
-    {
-      g_autofree gchar *tls = dcp_http_describe (NULL, &error);
-      printf (PACKAGE_NAME " " PACKAGE_VERSION "\n%s\n", tls ? tls : error->message);
-      return fflush (stdout) == 0 ? EX_OK : EX_TEMPFAIL;
-    }
+  if (settings->mode == DCP_MODE_HELP || settings->mode == DCP_MODE_VERSION)
+    return print_help_or_version (settings);
 
   dcp_log_set_verbose (settings->verbose);
 #ifdef DCP_TEST_HOOKS
