@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dcptest  # noqa: E402
-from dcptest import SLOW, TOKEN, message, free_port, wait_until  # noqa: E402
+from dcptest import SLOW, TOKEN, WRAPPER, message, free_port, wait_until  # noqa: E402
 from httpd import Server  # noqa: E402
 
 # DCP_RETRY_SCHEDULE, DCP_RETRY_LOG: the test build (dcptest.main checks)
@@ -127,8 +127,10 @@ class Retry(dcptest.TestCase):
         times = [q.time - t0 for q in srv.requests]
         self.assertEqual(len(times), tries, times)
         self.assertLessEqual(tries, 2 + spent, times)
+        # 1 s apart when claimed; the first POST, a run's own, may leave
+        # late under a wrapper (valgrind), so the gap seen here is shorter
         for a, b in zip(times, times[1:]):
-            self.assertGreaterEqual(b - a, 0.95, times)
+            self.assertGreaterEqual(b - a, 0.8 if WRAPPER else 0.95, times)
         self.assertEqual(self.owed_pids(), pids)
         # pokes leave the schedule: its next step is still the first one
         mark = self.owed_mark()
