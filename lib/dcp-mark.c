@@ -266,6 +266,18 @@ dcp_mark_release (DcpMarkHold *h)
 /* The owner's mark, re-made when the cache was removed under it: FALSE
  * when a newer mark has a live owner of its own (it was poked). */
 gboolean
+dcp_mark_read_fd (int fd, DcpMachine *m)
+{
+  DcpMarkHold h = DCP_MARK_HOLD_INIT;
+
+  g_return_val_if_fail (m != NULL, FALSE);
+  if (!read_mark_fd (fd, &h, NULL))
+    return FALSE;
+  *m = h.m;
+  return TRUE;
+}
+
+gboolean
 dcp_mark_missing (int fd)
 {
   struct stat st;

@@ -35,6 +35,9 @@ void dcp_mark_peek (DcpState *state, const gchar *token, DcpMarkHold *h);
 gboolean dcp_mark_store (DcpState *state, const gchar *token, DcpMarkHold *h, GError **error);
 int dcp_mark_own (DcpState *state, const gchar *token, DcpMarkHold *h, GError **error);
 void dcp_mark_release (DcpMarkHold *h);
+/* What an open mark says (its file may be gone from the directory); the
+ * bucket and the last push are kept elsewhere and not in it. */
+gboolean dcp_mark_read_fd (int fd, DcpMachine *m);
 gboolean dcp_mark_missing (int fd);
 GPtrArray *dcp_mark_tokens (DcpState *state, GError **error);
 

@@ -131,6 +131,7 @@ static gboolean
 remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine *mine)
 {
   g_autoptr (GError) error = NULL;
+  DcpMachine was = DCP_MACHINE_INIT;
   DcpMarkHold h;
   int fd;
 
@@ -144,10 +145,17 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
                shown, error ? error->message : "unusable");
       return TRUE;
     }
+  /* what the removed mark said (still readable through our fd 3: an
+   * owed push's first failure and tries, say), and what we know */
+  if (dcp_mark_read_fd (DCP_SPAWN_MARK_FD, &was))
+    dcp_machine_merge (&h.m, &was);
   dcp_machine_merge (&h.m, mine);
   /* messages it covered since our last look were known only to the lost
-   * state: one more push, from now on, covers them */
+   * state: one more push, from now on, covers them; and as only the lost
+   * state knew when the last push left, take it as now, so the next one
+   * still comes a second after any push before */
   h.m.wanted = MAX (h.m.wanted, g_get_real_time ());
+  h.m.last = MAX (h.m.last, h.m.wanted);
   if (h.owner_live)
     {
       DcpStep step = { .pid = h.pid };

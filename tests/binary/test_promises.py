@@ -244,6 +244,11 @@ class Promises(dcptest.TestCase):
         srv.set_statuses([], default="200")
         self.assertTrue(wait_until(lambda: self.pushed_after(srv, run.read), 5 * SLOW))
         self.assertTrue(wait_until(lambda: not self.owners(), 3 * SLOW))
+        # the lost state knew when the last push left: the remade mark
+        # still keeps the next push a second after it
+        times = [q.time for q in srv.requests]
+        for a, b in zip(times, times[1:]):
+            self.assertGreaterEqual(b - a, 0.5 if dcptest.WRAPPER else 0.95, times)
         self.figures("cache removed while owed", srv, [run])
 
     def detached_log(self):
