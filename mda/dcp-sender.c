@@ -201,7 +201,16 @@ owner_step (DcpRun *r, const gchar *token, DcpEvent *e, DcpStep *step, DcpMachin
   if (!dcp_mark_hold (r->state, token, &h, &error))
     {
       g_autofree gchar *shown = dcp_token_display (token);
-      dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
+      if (!dcp_mark_missing (DCP_SPAWN_MARK_FD))
+        dcp_log (LOG_WARNING, "%s: %s", shown, error->message);
+      return FALSE;
+    }
+  if (dcp_mark_missing (DCP_SPAWN_MARK_FD))
+    {
+      /* removed since the loop looked (the cache was removed): what was
+       * read is not our state, and a step on it could forget what we
+       * owe; the next turn makes the mark again */
+      dcp_mark_release (&h);
       return FALSE;
     }
   h.pid = getpid ();
@@ -380,8 +389,10 @@ dcp_sender_run_owner (DcpRun *r)
       e.now = g_get_real_time ();
       if (!owner_step (r, token, &e, &step, &o.mine))
         {
-          /* the lock stayed taken: try again in a second */
-          sleep_or_poke (e.now + G_USEC_PER_SEC, &o.asleep);
+          /* the lock stayed taken: try again in a second; the mark
+           * removed: make it again at once */
+          if (!dcp_mark_missing (DCP_SPAWN_MARK_FD))
+            sleep_or_poke (e.now + G_USEC_PER_SEC, &o.asleep);
           continue;
         }
       if (step.a.given_up)
