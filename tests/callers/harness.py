@@ -8,7 +8,6 @@ Pigeonhole Sieve) configured from scratch, a notification endpoint
 and helpers to start and reliably stop every process we start.
 """
 
-import email.utils
 import imaplib
 import os
 import pwd
@@ -29,7 +28,8 @@ for d in (HERE, os.path.dirname(HERE)):
     if os.path.exists(os.path.join(d, "httpd.py")):
         sys.path.insert(0, d)
         break
-from dcpkit import free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
+import dcpkit  # noqa: E402
+from dcpkit import Result, Tap, free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
 from httpd import Server  # noqa: E402
 
 EXAMPLES = None  # set by run.py: the examples/ directory (or its copy)
@@ -47,41 +47,6 @@ PH_SIEVE_BIN = "/usr/lib/dovecot/sieve-pipe"
 USER = "testuser"
 PASSWORD = "s3cret-test-password"
 TOKEN = "fcm-chat.delta:test-token-for-callers"
-
-
-# ---------------------------------------------------------------- TAP
-
-class Tap:
-    """Minimal TAP producer: ok/not ok lines, diagnostics, plan at the end."""
-
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-        self.lock = threading.Lock()
-
-    def ok(self, cond, desc, diag=None):
-        with self.lock:
-            self.n += 1
-            if cond:
-                print("ok %d - %s" % (self.n, desc), flush=True)
-            else:
-                self.failed += 1
-                print("not ok %d - %s" % (self.n, desc), flush=True)
-                if diag:
-                    self.diag(diag)
-        return cond
-
-    def diag(self, text):
-        for line in str(text).splitlines() or [""]:
-            print("# " + line, flush=True)
-
-    def info(self, text):
-        """A measured figure, printed as a TAP comment."""
-        self.diag(text)
-
-    def finish(self):
-        print("1..%d" % self.n, flush=True)
-        return 1 if self.failed or self.n == 0 else 0
 
 
 # ---------------------------------------------------------------- processes
@@ -127,11 +92,11 @@ class Procs:
         except subprocess.TimeoutExpired:
             killpg(p.pid, signal.SIGKILL)
             out, err = p.communicate()
-            return Result(None, out, err, True)
+            return Result(None, out, err, timed_out=True)
         # What it left behind in its group (a trailing push, if it does
         # not leave the group) lives on until stop_all(), as it would
         # under a real caller.
-        return Result(p.returncode, out, err, False)
+        return Result(p.returncode, out, err)
 
     def stop(self, p, sig=signal.SIGTERM, wait=5):
         if p.poll() is None:
@@ -153,15 +118,6 @@ class Procs:
             self.stop(p, wait=3)
         for pgid in self.groups:
             killpg(pgid, signal.SIGKILL)
-
-
-class Result:
-    def __init__(self, rc, out, err, timed_out):
-        self.rc, self.out, self.err, self.timed_out = rc, out, err, timed_out
-
-    def __repr__(self):
-        return "rc=%r timed_out=%r stdout=%r stderr=%r" % (
-            self.rc, self.timed_out, self.out[-2000:], self.err[-2000:])
 
 
 def killpg(pgid, sig):
@@ -317,26 +273,8 @@ exit $rc
         path, never by name."""
         mark = ("DCP_CALLERS_RUN=" + self.tmp).encode()
         exe = os.path.realpath(self.real_binary)
-        pids = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit() or int(d) == os.getpid():
-                continue
-            try:
-                if os.stat("/proc/" + d).st_uid != self.uid:
-                    continue
-                try:
-                    if os.readlink("/proc/%s/exe" % d) == exe:
-                        pids.append(int(d))
-                        continue
-                except OSError:
-                    pass
-                with open("/proc/%s/environ" % d, "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if mark in env:
-                pids.append(int(d))
-        return pids
+        return [p.pid for p in dcpkit.processes() if p.uid == self.uid and
+                (p.exe == exe or mark in p.environ)]
 
     def kill_leftovers(self):
         pids = self.leftovers()
@@ -388,7 +326,7 @@ exit $rc
              "-subj", "/CN=127.0.0.1",
              "-addext", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"],
             timeout=60)
-        if r.rc != 0:
+        if r.returncode != 0:
             raise RuntimeError("openssl req failed: %r" % r)
         os.chmod(key, 0o600)
         self.imaps_port = free_port()
@@ -438,17 +376,8 @@ exit $rc
         verbose_proctitle an imap process's title names the command it
         runs ("dovecot-INSTANCE/imap [testuser 127.0.0.1 IDLE]")."""
         want = ("%s/imap [" % self.dovecot_instance).encode()
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    title = f.read()
-            except OSError:
-                continue
-            if want in title and b" IDLE]" in title:
-                return True
-        return False
+        return any(want in p.cmdline and b" IDLE]" in p.cmdline
+                   for p in dcpkit.processes())
 
     def wait_idle(self, timeout=20):
         """Wait until getmail --idle is in IDLE again, so its pass over the
@@ -543,30 +472,29 @@ _seq = [0]
 
 def message(subject="test", received_ago=0, size=0, body=None, chat=True):
     """A small message as a receiving MTA would hand it to dovecot-lda:
-    with a Received field (the server's clock) of its own."""
+    with a Received field (the server's clock) of its own.  Returns
+    (Message-ID, bytes)."""
     _seq[0] += 1
-    mid = "<callers-%d-%d-%d@example.net>" % (os.getpid(), _seq[0],
-                                              int(time.time() * 1000))
-    when = email.utils.formatdate(time.time() - received_ago, usegmt=True)
-    head = ("Received: from mx.example.net (mx.example.net [192.0.2.1])\n"
-            "\tby mail.example.org (Postfix) with ESMTPS id 4ABCD%d\n"
-            "\tfor <%s@example.org>; %s\n"
-            "From: bob@example.net\n"
-            "To: %s@example.org\n"
-            "Subject: %s\n"
-            "Date: %s\n"
-            "Message-ID: %s\n"
-            "MIME-Version: 1.0\n"
-            % (_seq[0], USER, when, USER, subject, when, mid))
+    mid = dcpkit.message_id("callers", "example.net")
+    when = dcpkit.date(time.time() - received_ago)
+    fields = ["Received: from mx.example.net (mx.example.net [192.0.2.1])\n"
+              "\tby mail.example.org (Postfix) with ESMTPS id 4ABCD%d\n"
+              "\tfor <%s@example.org>; %s" % (_seq[0], USER, when),
+              "From: bob@example.net",
+              "To: %s@example.org" % USER,
+              "Subject: " + subject,
+              "Date: " + when,
+              "Message-ID: " + mid,
+              "MIME-Version: 1.0"]
     if chat:
-        head += "Chat-Version: 1.0\n"
-    head += "Content-Type: text/plain; charset=utf-8\n\n"
+        fields.append("Chat-Version: 1.0")
+    fields.append("Content-Type: text/plain; charset=utf-8")
     if body is None:
         body = "hello %d\n" % _seq[0]
     if size:
         line = ("x" * 75) + "\n"
         body = line * (size // len(line) + 1)
-    return mid, (head + body).encode()
+    return mid, dcpkit.message(fields, body)
 
 
 def dovecot_version():

@@ -33,6 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
+import dcpkit  # noqa: E402  (harness put it on the path)
 import run  # noqa: E402
 
 ALICE = "alice@example.org"
@@ -338,12 +339,12 @@ def start(w, tap, hook=True, name="dovecot"):
     r = w.procs.run(["/usr/bin/doveconf", "-n", "-c", w.dovecot_conf],
                     env=w.env(), timeout=30)
     what = "" if hook else " (login hook off)"
-    tap.ok(r.rc == 0 and not r.err.strip(),
+    tap.ok(r.returncode == 0 and not r.stderr.strip(),
            "Dovecot %s: doveconf -n accepts the example config%s"
            % (major, what), repr(r))
     r = w.procs.run(["/usr/bin/sievec", "-c", w.dovecot_conf, script],
                     env=w.env(), timeout=30)
-    tap.ok(r.rc == 0, "sievec compiles the after-script%s" % what, repr(r))
+    tap.ok(r.returncode == 0, "sievec compiles the after-script%s" % what, repr(r))
     w.dovecot = w.procs.start(["/usr/sbin/dovecot", "-F", "-c",
                                w.dovecot_conf],
                               log=os.path.join(d, "master.out"), env=w.env())
@@ -372,16 +373,16 @@ _seq = [0]
 def lmtp(w, rcpt=ALICE, sender="bob@example.net"):
     """Deliver one message over LMTP; returns (t0, took, ok)."""
     _seq[0] += 1
-    mid = "<metadata-%d-%d@example.net>" % (os.getpid(), _seq[0])
-    msg = ("Received: from mx.example.net by mail.example.org with ESMTPS "
-           "id M%d; %s\r\nFrom: %s\r\nTo: %s\r\nSubject: [...]\r\n"
-           "Message-ID: %s\r\nChat-Version: 1.0\r\nMIME-Version: 1.0\r\n"
-           "\r\nhello %d\r\n" % (_seq[0], time.strftime(
-               "%a, %d %b %Y %H:%M:%S +0000", time.gmtime()), sender, rcpt,
-               mid, _seq[0]))
+    msg = dcpkit.message([
+        "Received: from mx.example.net by mail.example.org with ESMTPS "
+        "id M%d; %s" % (_seq[0], dcpkit.date()),
+        "From: " + sender, "To: " + rcpt, "Subject: [...]",
+        "Message-ID: " + dcpkit.message_id("metadata", "example.net"),
+        "Chat-Version: 1.0", "MIME-Version: 1.0"],
+        "hello %d\n" % _seq[0], eol="\r\n")
     t0 = time.time()
     with smtplib.LMTP("127.0.0.1", w.lmtp_port, timeout=30) as c:
-        refused = c.sendmail(sender, [rcpt], msg.encode())
+        refused = c.sendmail(sender, [rcpt], msg)
     return t0, time.time() - t0, not refused
 
 

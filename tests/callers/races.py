@@ -250,7 +250,7 @@ class DuringRun:
             try:
                 c.recv(16)
                 _, m = h.message("race A: arrives during the run")
-                if self.w.deliver(m)[1].rc == 0:
+                if self.w.deliver(m)[1].returncode == 0:
                     self.delivered.append(time.time())
                 c.sendall(b"done\n")
             except OSError:
@@ -283,7 +283,7 @@ def trigger_b(ctx):
 
     def hold():
         _, m = h.message("race B: arrives after SELECT, before IDLE")
-        if ctx.w.deliver(m)[1].rc == 0:
+        if ctx.w.deliver(m)[1].returncode == 0:
             done.append(time.time())
     ctx.proxy.hold = hold
     _, m = h.message("race B: trigger")
@@ -440,19 +440,19 @@ def race(w, tap, name, trigger):
         argv = run.getmail_idle(w, proxy.port, during.mda)
         pp = unit_pythonpath(w)
         r = apply_script(w, "--check")
-        tap.ok(r.rc == 1 and b"no copy" in r.err, "before the apply "
+        tap.ok(r.returncode == 1 and b"no copy" in r.stderr, "before the apply "
                "script, --check says there is no patched copy", repr(r))
         # The unit's PYTHONPATH is set, the copy is not there yet.
         phase(ctx, argv, pp, stock_rounds, "stock")
         r = apply_script(w)
-        tap.ok(r.rc == 0 and not r.err and b"patched copy of getmail" in
-               r.out, "getmail6-idle-race-apply makes the patched copy",
+        tap.ok(r.returncode == 0 and not r.stderr and b"patched copy of getmail" in
+               r.stdout, "getmail6-idle-race-apply makes the patched copy",
                repr(r))
         r = apply_script(w, "--check")
         where = os.path.join(pp, "getmailcore", "_retrieverbases.py")
-        tap.ok(r.rc == 0 and where.encode() in r.out, "--check finds it "
+        tap.ok(r.returncode == 0 and where.encode() in r.stdout, "--check finds it "
                "where the unit's PYTHONPATH points", repr(r))
-        tap.info(r.out.decode().strip())
+        tap.info(r.stdout.decode().strip())
         phase(ctx, argv, pp, patched_rounds, "patched")
         tap.ok(pyc_in(pp), "getmail imported _retrieverbases from the copy",
                "nothing compiled under %s" % pp)
@@ -521,7 +521,7 @@ def vanish_round(w, proxy, tag):
     steps = []
 
     def on_done(match):
-        if w.deliver(m2)[1].rc == 0:
+        if w.deliver(m2)[1].returncode == 0:
             steps.append("delivered 2")
 
     def on_fetch(match):
@@ -569,7 +569,7 @@ def scenario_vanished(w, tap):
             w.procs.stop(g)
 
         r = apply_script(w)
-        tap.ok(r.rc == 0 and b"vanished 1" in r.out, "getmail6-idle-race-"
+        tap.ok(r.returncode == 0 and b"vanished 1" in r.stdout, "getmail6-idle-race-"
                "apply makes the patched copy (with the vanished fix)",
                repr(r))
 

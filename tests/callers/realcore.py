@@ -567,7 +567,7 @@ def store_token(w, tap, ports, homes):
                             for n in NAPI_STUBS))
         r = w.procs.run(["cc", "-shared", "-fPIC", "-o", stub,
                          stub[:-3] + ".c"], env=w.env(), timeout=60)
-        if r.rc == 0:
+        if r.returncode == 0:
             dev = w.procs.start(
                 [sys.executable, os.path.abspath(__file__), "--device",
                  lib, stub, w.path("core", "accounts-1.138"), ALICE,
@@ -683,7 +683,7 @@ def start_getmail(w, tap, ports):
               dest=os.path.join(w.home, ".config", "deltachat-push",
                                 "config"))
     r = races.apply_script(w)
-    tap.ok(r.rc == 0 and b"vanished 1" in r.out, "getmail6-idle-race-apply "
+    tap.ok(r.returncode == 0 and b"vanished 1" in r.stdout, "getmail6-idle-race-apply "
            "makes the patched copy", repr(r))
     argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
             "--idle", "INBOX"]

@@ -430,7 +430,7 @@ def scenario_getmail(w, tap):
         base = len(srv.requests)
         mid1, m = h.message("idle 1")
         t0, r = w.deliver(m)
-        tap.ok(r.rc == 0, "dovecot-lda delivered", repr(r))
+        tap.ok(r.returncode == 0, "dovecot-lda delivered", repr(r))
         n = srv.wait_for(base + 1, 15)
         tap.ok(n == base + 1, "a message delivered while idling gives one "
                "push", "requests: %d, expected %d" % (n, base + 1))
@@ -520,7 +520,7 @@ def scenario_getmail(w, tap):
         runs_before = len(w.runs())
         midbig, m = h.message("40 MB", size=40 * 1024 * 1024)
         t0, r = w.deliver(m, timeout=60)
-        tap.ok(r.rc == 0, "dovecot-lda delivered a 40 MB message", repr(r))
+        tap.ok(r.returncode == 0, "dovecot-lda delivered a 40 MB message", repr(r))
         # Dovecot tells IDLE clients about new mail 0.5 s after it came;
         # at 1 s getmail is busy downloading the 40 MB.
         time.sleep(max(0, t0 + 1.0 - time.time()))
@@ -857,7 +857,7 @@ def scenario_procmail(w, tap):
     for i in range(3):
         _, m = h.message("procmail %d" % i)
         r = w.procs.run(["procmail", "-m", rc], input=m, env=w.env(), timeout=20)
-        tap.ok(r.rc == 0, "procmail exits 0 (message %d)" % (i + 1), repr(r))
+        tap.ok(r.returncode == 0, "procmail exits 0 (message %d)" % (i + 1), repr(r))
     srv.wait_for(3, 10)
     time.sleep(0.5)
     tap.ok(len(srv.requests) == 3, "one push per message",
@@ -872,7 +872,7 @@ def scenario_procmail(w, tap):
         _, m = h.message(subject)
         t = time.time()
         r = w.procs.run(["procmail", "-m", rc], input=m, env=w.env(), timeout=30)
-        tap.ok(r.rc == 0, "procmail exits 0 (%s)" % subject, repr(r))
+        tap.ok(r.returncode == 0, "procmail exits 0 (%s)" % subject, repr(r))
         return time.time() - t
     trailing_check(w, tap, srv, "procmail", via_procmail)
 
@@ -888,7 +888,7 @@ def scenario_procmail(w, tap):
         t0 = time.time()
         r = w.procs.run(["procmail", "-m", rc], input=m, env=w.env(), timeout=30)
         took = time.time() - t0
-        tap.ok(r.rc == 0 and w.maildir_count() == before + 1,
+        tap.ok(r.returncode == 0 and w.maildir_count() == before + 1,
                "endpoint %s: procmail exits 0 and still delivers the "
                "message" % what,
                "%r; maildir %d -> %d" % (r, before, w.maildir_count()))
@@ -921,7 +921,7 @@ def scenario_maildrop(w, tap):
     for i in range(3):
         _, m = h.message("maildrop %d" % i)
         r = w.procs.run(["maildrop", rc], input=m, env=w.env(), timeout=20)
-        tap.ok(r.rc == 0, "maildrop exits 0 (message %d)" % (i + 1), repr(r))
+        tap.ok(r.returncode == 0, "maildrop exits 0 (message %d)" % (i + 1), repr(r))
     srv.wait_for(3, 10)
     time.sleep(0.5)
     tap.ok(len(srv.requests) == 3, "one push per message",
@@ -933,7 +933,7 @@ def scenario_maildrop(w, tap):
         _, m = h.message(subject)
         t = time.time()
         r = w.procs.run(["maildrop", rc], input=m, env=w.env(), timeout=30)
-        tap.ok(r.rc == 0, "maildrop exits 0 (%s)" % subject, repr(r))
+        tap.ok(r.returncode == 0, "maildrop exits 0 (%s)" % subject, repr(r))
         return time.time() - t
     trailing_check(w, tap, srv, "maildrop", via_maildrop)
 
@@ -941,7 +941,7 @@ def scenario_maildrop(w, tap):
     before = w.maildir_count()
     _, m = h.message("maildrop 503")
     r = w.procs.run(["maildrop", rc], input=m, env=w.env(), timeout=30)
-    tap.ok(r.rc == 0 and w.maildir_count() == before + 1,
+    tap.ok(r.returncode == 0 and w.maildir_count() == before + 1,
            "endpoint 503: maildrop still exits 0 (EXITCODE=0) and delivers",
            "%r; maildir %d -> %d" % (r, before, w.maildir_count()))
     last = w.runs()[-1]
@@ -955,7 +955,7 @@ def scenario_maildrop(w, tap):
     before = w.maildir_count()
     _, m = h.message("maildrop 503 without EXITCODE")
     r = w.procs.run(["maildrop", rc2], input=m, env=w.env(), timeout=30)
-    tap.ok(r.rc == 75 and w.maildir_count() == before + 1,
+    tap.ok(r.returncode == 75 and w.maildir_count() == before + 1,
            "control: without EXITCODE=0 maildrop delivers but exits 75 "
            "(the MTA would deliver the message again)",
            "%r; maildir %d -> %d" % (r, before, w.maildir_count()))
@@ -977,7 +977,7 @@ def scenario_sieve(w, tap):
         mid, m = h.message("sieve %d" % i)
         t0, r = w.deliver(m)
         took = time.time() - t0
-        tap.ok(r.rc == 0, "dovecot-lda exits 0 (message %d)" % (i + 1),
+        tap.ok(r.returncode == 0, "dovecot-lda exits 0 (message %d)" % (i + 1),
                repr(r))
         n = srv.wait_for(base + 1, 10)
         tap.ok(n == base + 1 and srv.requests[base].time - t0 < 10,
@@ -1013,7 +1013,7 @@ def scenario_sieve(w, tap):
     n = srv.wait_for(base + 1, 10)
     big = w.runs()[runs_before:]
     rss = max((x[3] for x in big), default=0)
-    tap.ok(r.rc == 0 and n == base + 1 and big and big[0][2] == 0,
+    tap.ok(r.returncode == 0 and n == base + 1 and big and big[0][2] == 0,
            "a 40 MB message through sieve: kept, one push, exit 0",
            "%r; pushes %d; runs %r" % (r, n - base, big))
     tap.ok(0 < rss < 32 * 1024, "40 MB through a pipe: peak RSS bounded "
@@ -1025,7 +1025,7 @@ def scenario_sieve(w, tap):
     def via_sieve(subject):
         _, m = h.message(subject)
         t0, r = w.deliver(m)
-        tap.ok(r.rc == 0, "dovecot-lda exits 0 (%s)" % subject, repr(r))
+        tap.ok(r.returncode == 0, "dovecot-lda exits 0 (%s)" % subject, repr(r))
         return time.time() - t0
     trailing_check(w, tap, srv, "sieve", via_sieve)
 
@@ -1038,7 +1038,7 @@ def scenario_sieve(w, tap):
              "kills the program after 10 s)" % took)
     tap.ok(took < 10, "endpoint 503: delivery still finishes within "
            "Dovecot's 10 s program timeout", "took %.2f s" % took)
-    tap.ok(r.rc == 0 and w.maildir_count() == before + 1,
+    tap.ok(r.returncode == 0 and w.maildir_count() == before + 1,
            "endpoint 503: dovecot-lda exits 0 and keeps the message (:try)",
            "%r; maildir %d -> %d" % (r, before, w.maildir_count()))
     tap.ok(w.runs()[-1][2] == 75, "... deltachat-push exited 75",
@@ -1062,7 +1062,7 @@ def scenario_systemd(w, tap):
     # --man=no: the Documentation= man pages need not be installed here.
     r = w.procs.run(["systemd-analyze", "verify", "--man=no", unit],
                     env=w.env(), timeout=50)
-    tap.ok(r.rc == 0 and not r.err.strip(), "systemd-analyze verify is happy",
+    tap.ok(r.returncode == 0 and not r.stderr.strip(), "systemd-analyze verify is happy",
            repr(r))
 
 
