@@ -364,7 +364,9 @@ exit $rc
             "group": self.group, "uid": self.uid, "cert": self.cert,
             "key": key, "sieve_conf": sieve,
             "instance": self.dovecot_instance}
-        values.update(version=first, syntax=syntax % values)
+        values.update(version=first, syntax=syntax % values,
+                      private=DOVECOT_PRIVATE % values,
+                      services=DOVECOT_SERVICES % values)
         conf = DOVECOT_CONF % values
         path = os.path.join(d, "dovecot.conf")
         with open(path, "w") as f:
@@ -511,38 +513,21 @@ def dovecot_version():
     return out, "2.3" if old else "2.4"
 
 
-# A private, unprivileged Dovecot: IMAPS on 127.0.0.1 for one passwd-file
-# user with a Maildir, and dovecot-lda with Sieve.  %(syntax)s is what 2.3
-# and 2.4 spell differently (DOVECOT_SYNTAX).
-DOVECOT_CONF = """\
-%(version)s# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+# What every private Dovecot of the tests has: its files under %(d)s, run
+# as one unprivileged user (%(user)s), its services not chrooted and their
+# sockets owned by that user.
+DOVECOT_PRIVATE = """\
 base_dir = %(d)s/run
 state_dir = %(d)s/state
 instance_name = %(instance)s
 log_path = %(d)s/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = required
-auth_mechanisms = plain login
 default_internal_user = %(user)s
 default_internal_group = %(group)s
 default_login_user = %(user)s
 first_valid_uid = %(uid)d
 last_valid_uid = 0
-first_valid_gid = 0
-mailbox_idle_check_interval = 30 secs
-verbose_proctitle = yes
-%(syntax)s
-service imap-login {
-  chroot =
-  inet_listener imap {
-    port = 0
-  }
-  inet_listener imaps {
-    port = %(port)d
-    ssl = yes
-  }
-}
+first_valid_gid = 0"""
+DOVECOT_SERVICES = """\
 service anvil {
   chroot =
 }
@@ -559,7 +544,32 @@ service stats {
   unix_listener stats-writer {
     user = %(user)s
   }
+}"""
+
+# A private, unprivileged Dovecot: IMAPS on 127.0.0.1 for one passwd-file
+# user with a Maildir, and dovecot-lda with Sieve.  %(syntax)s is what 2.3
+# and 2.4 spell differently (DOVECOT_SYNTAX).
+DOVECOT_CONF = """\
+%(version)s# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+%(private)s
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+auth_mechanisms = plain login
+mailbox_idle_check_interval = 30 secs
+verbose_proctitle = yes
+%(syntax)s
+service imap-login {
+  chroot =
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = %(port)d
+    ssl = yes
+  }
 }
+%(services)s
 protocol lda {
   postmaster_address = postmaster@example.org
 }

@@ -58,20 +58,11 @@ CORE_GETMETADATA = (b'GETMETADATA "" (/shared/comment /shared/admin '
 # Delta Chat part (the example) is included at the end.
 SITE = """\
 %(head)s# Written by tests/callers/metadata.py.
-base_dir = %(d)s/run
-state_dir = %(d)s/state
-instance_name = %(instance)s
-log_path = %(d)s/dovecot.log
+%(private)s
 protocols = imap lmtp
 listen = 127.0.0.1
 ssl = no
 auth_mechanisms = plain
-default_internal_user = %(user)s
-default_internal_group = %(group)s
-default_login_user = %(user)s
-first_valid_uid = %(uid)d
-last_valid_uid = 0
-first_valid_gid = 0
 # no address-space limit on the services (256M by default): the lmtp
 # service runs deltachat-push, and AddressSanitizer builds of it reserve
 # terabytes of address space
@@ -94,23 +85,7 @@ service lmtp {
     port = %(lmtp)d
   }
 }
-service anvil {
-  chroot =
-}
-service auth {
-  unix_listener auth-userdb {
-    user = %(user)s
-    mode = 0600
-  }
-}
-service stats {
-  unix_listener stats-reader {
-    user = %(user)s
-  }
-  unix_listener stats-writer {
-    user = %(user)s
-  }
-}
+%(services)s
 !include %(example)s
 """
 
@@ -332,6 +307,8 @@ def start(w, tap, hook=True, name="dovecot"):
              imap=w.imap_port, lmtp=w.lmtp_port, example=example,
              instance="dcp-metadata-%s-%d" % (name, os.getpid()))
     v["storage"] %= v
+    v.update(private=harness.DOVECOT_PRIVATE % v,
+             services=harness.DOVECOT_SERVICES % v)
     conf = SITE % v
     w.dovecot_conf = os.path.join(d, "dovecot.conf")
     with open(w.dovecot_conf, "w") as f:
