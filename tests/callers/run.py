@@ -839,6 +839,32 @@ def read(path):
         return b""
 
 
+def through_filter(w, tap, name, argv):
+    """deliver() for a mail filter (procmail, maildrop) the way an MTA runs
+    it: one message on a pipe into argv, which must exit 0.  Returns how
+    long the filter took."""
+    def deliver(subject, what=None):
+        _, m = harness.message(subject)
+        t = time.time()
+        r = w.procs.run(argv, input=m, env=w.env(), timeout=30)
+        tap.ok(r.returncode == 0, "%s exits 0 (%s)" % (name, what or subject),
+               repr(r))
+        return time.time() - t
+    return deliver
+
+
+def three_messages(w, tap, srv, name, deliver):
+    """Three messages through a filter into the Maildir: three pushes."""
+    for i in range(3):
+        deliver("%s %d" % (name, i), "message %d" % (i + 1))
+    srv.wait_for(3, 10)
+    time.sleep(0.5)  # a push too many would have come by now
+    tap.ok(len(srv.requests) == 3, "one push per message",
+           "requests: %d" % len(srv.requests))
+    tap.ok(w.maildir_count() == 3, "the 3 messages are in the mailbox",
+           "in maildir: %d" % w.maildir_count())
+
+
 # ================================================================ procmail
 
 def scenario_procmail(w, tap):
@@ -854,26 +880,11 @@ def scenario_procmail(w, tap):
     # would create the system mailbox /var/mail/$USER at start.
     rc = w.example("procmailrc", [(h.PH_BIN, w.wrapper)],
                    dest=os.path.join(w.home, ".procmailrc"), prepend=pre)
-    for i in range(3):
-        _, m = h.message("procmail %d" % i)
-        r = w.procs.run(["procmail", "-m", rc], input=m, env=w.env(), timeout=20)
-        tap.ok(r.returncode == 0, "procmail exits 0 (message %d)" % (i + 1), repr(r))
-    srv.wait_for(3, 10)
-    time.sleep(0.5)
-    tap.ok(len(srv.requests) == 3, "one push per message",
-           "requests: %d" % len(srv.requests))
-    tap.ok(w.maildir_count() == 3, "the 3 messages are in the mailbox",
-           "in maildir: %d" % w.maildir_count())
+    via_procmail = through_filter(w, tap, "procmail", ["procmail", "-m", rc])
+    three_messages(w, tap, srv, "procmail", via_procmail)
     runs = w.runs()
     tap.ok(all(r[4] == "pipe" for r in runs) and len(runs) == 3,
            "procmail gives deltachat-push a pipe; 3 runs", "runs: %r" % runs)
-
-    def via_procmail(subject):
-        _, m = h.message(subject)
-        t = time.time()
-        r = w.procs.run(["procmail", "-m", rc], input=m, env=w.env(), timeout=30)
-        tap.ok(r.returncode == 0, "procmail exits 0 (%s)" % subject, repr(r))
-        return time.time() - t
     trailing_check(w, tap, srv, "procmail", via_procmail)
 
     # failing endpoint: 503, then connection refused
@@ -918,23 +929,8 @@ def scenario_maildrop(w, tap):
            % (w.home, w.maildir))
     rc = w.example("maildroprc", [(h.PH_BIN, w.wrapper)],
                    dest=os.path.join(w.home, ".mailfilter"), prepend=pre)
-    for i in range(3):
-        _, m = h.message("maildrop %d" % i)
-        r = w.procs.run(["maildrop", rc], input=m, env=w.env(), timeout=20)
-        tap.ok(r.returncode == 0, "maildrop exits 0 (message %d)" % (i + 1), repr(r))
-    srv.wait_for(3, 10)
-    time.sleep(0.5)
-    tap.ok(len(srv.requests) == 3, "one push per message",
-           "requests: %d" % len(srv.requests))
-    tap.ok(w.maildir_count() == 3, "the 3 messages are in the mailbox",
-           "in maildir: %d" % w.maildir_count())
-
-    def via_maildrop(subject):
-        _, m = h.message(subject)
-        t = time.time()
-        r = w.procs.run(["maildrop", rc], input=m, env=w.env(), timeout=30)
-        tap.ok(r.returncode == 0, "maildrop exits 0 (%s)" % subject, repr(r))
-        return time.time() - t
+    via_maildrop = through_filter(w, tap, "maildrop", ["maildrop", rc])
+    three_messages(w, tap, srv, "maildrop", via_maildrop)
     trailing_check(w, tap, srv, "maildrop", via_maildrop)
 
     srv.set_statuses([], default="503")
