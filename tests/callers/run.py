@@ -276,7 +276,7 @@ def trailing_check(w, tap, srv, name, deliver):
         tap.ok(n >= base + 4 and 8 <= delay <= 13,
                "%s: the trailing push arrives about 10 s after the first"
                % name, "pushes %d, delay %.1f s" % (n - base, delay))
-        time.sleep(0.5)
+        time.sleep(0.5)  # a fifth push would have come by now
         tap.ok(len(srv.requests) == base + 4, "%s: four pushes in all" % name,
                "pushes %d" % (len(srv.requests) - base))
         gone = wait_until(lambda: not w.leftovers(), 5)
@@ -484,7 +484,7 @@ def getmail_endpoint_recovers(w, tap, srv, sup):
     t_up = time.time()
     ok = wait_until(lambda: any(q.time > t_up for q in
                                 srv.requests[base:]), 30)
-    time.sleep(0.5)
+    w.wait_idle(20)  # the restarted getmail's pass, and its run, are over
     ex = sup.exits()[base_exits:]
     tap.ok(len(ex) >= 1 and ex[0] != 0,
            "getmail --idle exited after the delivery error and was "
@@ -593,7 +593,7 @@ def getmail_large_message(w, tap, srv):
 
 def getmail_latency(w, tap, srv):
     """Latency from delivery to push over 20 messages, one at a time."""
-    time.sleep(1)
+    w.wait_idle(20)
     lat = []
     to_run = []
     in_run = []
@@ -608,7 +608,7 @@ def getmail_latency(w, tap, srv):
                 start = w.runs()[runs_before][0]
                 to_run.append(start - t0)
                 in_run.append(srv.requests[base].time - start)
-        time.sleep(1.0)
+        time.sleep(1.0)  # messages 1 s apart: one at a time, as measured
     tap.ok(len(lat) == 20, "20 messages one by one give 20 pushes",
            "pushes: %d" % len(lat))
     if lat:
@@ -632,7 +632,7 @@ def getmail_bursts(w, tap, srv, sup, mid_seen):
     message marked \\Seen by getmail."""
     for burst in (1, 2):
         burst_once(w, tap, srv, burst)
-        time.sleep(1)
+        w.wait_idle(20)  # every pass over, getmail idles again
     fl = w.flags()
     seen = [k for k, v in fl.items() if "\\Seen" in v and k != mid_seen]
     tap.ok(not seen, "still no message marked \\Seen by getmail",
@@ -691,7 +691,7 @@ def scenario_getmail_tls(w, tap):
                                                  len(srv.requests) - base))
         trust(pki.ca)
         n = srv.wait_for(base + 1, 30)
-        time.sleep(1.5)
+        w.wait_idle(15)  # getmail's pass, and every run in it, are over
         tap.ok(n == base + 1 and len(srv.requests) == base + 1,
                "trust fixed: getmail delivers the message again, pushed once",
                "requests since: %d, runs: %r" % (len(srv.requests) - base,
@@ -775,7 +775,7 @@ def scenario_fetchmail(w, tap):
         tap.ok(ok and p.poll() is None, "fetchmail logged in and idles",
                h.tail(w.path("fetchmail.log")))
         wait_until(lambda: len(w.runs()) >= 2, 10)
-        time.sleep(1)
+        time.sleep(1)  # a third run or a second push would have come by now
         runs = w.runs()
         tap.ok(len(runs) == 2 and len(srv.requests) == 1,
                "first start: the 2 unread messages are handed over, only "
@@ -799,8 +799,8 @@ def scenario_fetchmail(w, tap):
             if n > base:
                 tap.info("fetchmail latency delivery->push: %.0f ms"
                          % ((srv.requests[base].time - t0) * 1000))
-            time.sleep(1)
-        time.sleep(1)
+            time.sleep(1)  # messages 1 s apart
+        time.sleep(1)  # a push too many would have come by now
         tap.ok(len(srv.requests) == 3, "one push per message, 3 in all",
                "requests: %d" % len(srv.requests))
         runs = w.runs()
@@ -848,7 +848,7 @@ def scenario_fetchmail(w, tap):
                      "retried and pushed %.1f s after delivery (daemon "
                      "interval 5 s here, 60 s in the example)"
                      % (rcs[:1], q.time - t0))
-        time.sleep(0.5)
+        wait_until(lambda: "\\Seen" in w.flags().get(mid, set()), 5)
         fl = w.flags().get(mid, set())
         tap.ok("\\Seen" in fl, "... and then marked \\Seen",
                "flags: %r" % fl)
@@ -1011,7 +1011,7 @@ def scenario_sieve(w, tap):
                  "start of delivery" % (took * 1000,
                                         (srv.requests[base].time - t0) * 1000
                                         if n > base else -1))
-    time.sleep(0.5)
+    time.sleep(0.5)  # a push too many would have come by now
     tap.ok(len(srv.requests) == 3, "3 pushes in all",
            "requests: %d" % len(srv.requests))
     tap.ok(w.maildir_count() == 3, "the 3 messages were kept (pipe :copy)",
