@@ -310,7 +310,7 @@ def one_round(ctx, wait):
     srv = ctx.srv
     if not ctx.proxy.wait_idling(30):
         return None, None
-    time.sleep(0.2)
+    time.sleep(0.2)  # the same moment in each round: 0.2 s into IDLE
     base = len(srv.requests)
     t2 = ctx.trigger(ctx)
     if t2 is None:
@@ -368,7 +368,7 @@ def patched_rounds(ctx):
     delays = []
     for i in range(ROUNDS):
         delay, base = one_round(ctx, BOUND + 3)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a third push would have come by now
         pushed = len(srv.requests) - base if base is not None else -1
         ok = delay is not None and delay <= BOUND and pushed == 2
         tap.ok(ok, "patched getmail, race %s round %d: the racing message "
@@ -598,7 +598,7 @@ def patched_vanish(w, tap, srv, proxy, g, tag):
     """One vanish_round with patched getmail, the server answering the
     FETCH of the expunged message as tag says."""
     log = w.path("getmail.log")
-    time.sleep(0.3)
+    proxy.wait_idling(10)  # getmail's last pass, and what it handed over, are done
     before = handed_over(w)
     logged = vanished_logged(log)
     base = len(srv.requests)
@@ -606,7 +606,7 @@ def patched_vanish(w, tap, srv, proxy, g, tag):
     tap.ok(steps == 2, "patched getmail, %s: message 2 came in during DONE, "
            "message 1 was expunged during its FETCH" % tag, "steps %d" % steps)
     srv.wait_for(base + 1, 15)
-    time.sleep(1)
+    time.sleep(1)  # another hand-over or push would have come by now
     now = handed_over(w)[len(before):]
     tap.ok(now == [mid2] and len(srv.requests) == base + 1,
            "patched getmail, %s: skips the vanished message and hands over "

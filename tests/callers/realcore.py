@@ -204,6 +204,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def alive(pid):
+    """Whether we can signal the process pid (root: whether it exists)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 def start_postfix(ports):
     """A private Postfix as root (its master must be); returns (directory,
     stop function)."""
@@ -230,15 +239,8 @@ def start_postfix(ports):
         except (OSError, ValueError, IndexError):
             pass
         subprocess.run(cmd + ["abort"], capture_output=True, timeout=30)
-        if pid:
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except OSError:
-                    break
-                time.sleep(0.1)
-            else:
-                h.killpg(pid, signal.SIGKILL)
+        if pid and not wait_until(lambda: not alive(pid), 5):
+            h.killpg(pid, signal.SIGKILL)
         shutil.rmtree(d, ignore_errors=True)
     if r.returncode != 0:
         log = h.tail(os.path.join(d, "maillog"))

@@ -74,7 +74,7 @@ def scenario_getmail_retry(w, tap):
         new = w.runs()[runs_before:]
         tap.ok(ran and new[0][2] == 0 and new[0][1] - new[0][0] < 2,
                "proxy down: the run exits 0 at once", "runs: %r" % new)
-        time.sleep(max(0, t_down + DOWN - time.time()))
+        time.sleep(max(0, t_down + DOWN - time.time()))  # the outage
         tap.ok(sup.exits() == [],
                "getmail stayed in IDLE for the %d s the proxy was down "
                "(no exit 127, no restart)" % DOWN, "exits: %r" % sup.exits())
@@ -115,7 +115,7 @@ def scenario_sieve_retry(w, tap):
            "%r; took %.2f s" % (r, took))
     tap.ok(w.runs() and w.runs()[-1][2] == 0, "... deltachat-push exited 0",
            "runs: %r" % w.runs())
-    time.sleep(3)
+    time.sleep(3)  # the outage: the proxy stays down 3 s
     srv = proxy_up(w, port)
     t_up = time.time()
     n = srv.wait_for(1, 10)
