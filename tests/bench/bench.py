@@ -61,8 +61,6 @@ behind in the temp dir are stopped at exit.
 
 import argparse
 import ctypes
-import datetime
-import email.utils
 import hashlib
 import json
 import os
@@ -130,9 +128,7 @@ def fold(prefix, data, width=76, indent=" "):
 
 
 def headers(now, auto=False):
-    utc = datetime.timezone.utc
-    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(now, utc))
-    date_sent = email.utils.format_datetime(datetime.datetime.fromtimestamp(now - 3, utc))
+    date, date_sent = dcpkit.date(now), dcpkit.date(now - 3)
     h = [
         "Return-Path: <alice@example.org>",
         "Delivered-To: bob@example.net",
@@ -161,7 +157,7 @@ def headers(now, auto=False):
     ]
     if auto:
         h.insert(6, "Auto-Submitted: auto-replied")
-    return ("\n".join(h) + "\n\n").encode()
+    return dcpkit.message(h, "")
 
 
 def body_block():
