@@ -79,6 +79,7 @@ class Procs:
 
     def run(self, argv, input=None, timeout=60, **kw):
         """Run to completion in its own group; kill the group on timeout."""
+        t0 = time.monotonic()
         p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
                              else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -92,11 +93,11 @@ class Procs:
         except subprocess.TimeoutExpired:
             killpg(p.pid, signal.SIGKILL)
             out, err = p.communicate()
-            return Result(None, out, err, timed_out=True)
+            return Result(None, out, err, time.monotonic() - t0, timed_out=True)
         # What it left behind in its group (a trailing push, if it does
         # not leave the group) lives on until stop_all(), as it would
         # under a real caller.
-        return Result(p.returncode, out, err)
+        return Result(p.returncode, out, err, time.monotonic() - t0)
 
     def stop(self, p, sig=signal.SIGTERM, wait=5):
         if p.poll() is None:
