@@ -394,23 +394,26 @@ def start_dovecot(w, tap, ports):
     metadata.conf and the Sieve after-script), on the ports Postfix was
     given, plus SMTP AUTH for Postfix (an auth listener on 127.0.0.1)
     and cleartext logins (loopback only, no TLS)."""
-    site = metadata.SITE.replace(
+    services = h.DOVECOT_SERVICES.replace(
         "service auth {\n",
         "service auth {\n  inet_listener auth-smtp {\n    %(listen)s = 127.0.0.1\n"
-        "    port = %(auth)d\n  }\n").replace(
+        "    port = %(auth)d\n  }\n")
+    site = metadata.SITE.replace(
         "auth_mechanisms = plain\n",
         "auth_mechanisms = plain login\n%(cleartext)s\n")
+    if services == h.DOVECOT_SERVICES or site == metadata.SITE:
+        raise RuntimeError("the metadata scenario's Dovecot configuration changed")
     metadata.VERSIONS["2.3"]["cleartext"] = "disable_plaintext_auth = no"
     metadata.VERSIONS["2.4"]["cleartext"] = "auth_allow_cleartext = yes"
     for v in metadata.VERSIONS.values():
         v["auth"] = ports["auth"]
     given = [ports["imap"], ports["lmtp"]]
-    saved = metadata.SITE, h.free_port
-    metadata.SITE, h.free_port = site, lambda: given.pop(0)
+    saved = metadata.SITE, h.DOVECOT_SERVICES, h.free_port
+    metadata.SITE, h.DOVECOT_SERVICES, h.free_port = site, services, lambda: given.pop(0)
     try:
         major, homes = metadata.start(w, tap)
     finally:
-        metadata.SITE, h.free_port = saved
+        metadata.SITE, h.DOVECOT_SERVICES, h.free_port = saved
     if not h.wait_port(ports["auth"], 20):
         raise RuntimeError("Dovecot's auth listener did not start")
     return major, homes
