@@ -22,7 +22,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import dcpkit  # noqa: E402
-from dcpkit import free_port, wait_until  # noqa: E402,F401 (for the tests)
+from dcpkit import Result, free_port, wait_until  # noqa: E402,F401 (for the tests)
 from httpd import Server  # noqa: E402
 
 SOURCE_ROOT = os.path.dirname(HERE)
@@ -38,31 +38,17 @@ TOKEN = "fcm-chat.delta:dGVzdC10b2tlbi0x/Zm9v+YmFy=="
 def message(headers=None, body="Hello.\n", from_addr="alice@example.org",
             received=True, eol="\n"):
     """A small plain message; `headers` are extra "Name: value" lines."""
-    lines = []
+    fields = []
     if received:
-        date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
-        lines.append("Received: from mx.example.org by imap.example.org "
-                     "with ESMTPS id 1; " + date)
-    lines += ["From: Alice <%s>" % from_addr,
-              "To: bob@example.org",
-              "Subject: test",
-              "Message-ID: <%s@example.org>" % os.urandom(6).hex(),
-              "Date: Sun, 22 Nov 2026 10:00:00 +0000",
-              "Chat-Version: 1.0"]
-    lines += list(headers or [])
-    return (eol.join(lines) + eol + eol + body.replace("\n", eol)).encode()
-
-
-class Result:
-    def __init__(self, proc, elapsed):
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout.decode("utf-8", "replace")
-        self.stderr = proc.stderr.decode("utf-8", "replace")
-        self.elapsed = elapsed
-
-    def __repr__(self):
-        return "rc=%d stdout=%r stderr=%r elapsed=%.2fs" % (
-            self.returncode, self.stdout, self.stderr, self.elapsed)
+        fields.append("Received: from mx.example.org by imap.example.org "
+                      "with ESMTPS id 1; " + dcpkit.date())
+    fields += ["From: Alice <%s>" % from_addr,
+               "To: bob@example.org",
+               "Subject: test",
+               "Message-ID: " + dcpkit.message_id("dcptest"),
+               "Date: Sun, 22 Nov 2026 10:00:00 +0000",
+               "Chat-Version: 1.0"]
+    return dcpkit.message(fields + list(headers or []), body, eol)
 
 
 class TestCase(unittest.TestCase):
@@ -98,30 +84,11 @@ class TestCase(unittest.TestCase):
         name.  Each pushes in a short-lived child of its own, left out
         unless every."""
         mark = ("XDG_CACHE_HOME=" + self.env["XDG_CACHE_HOME"]).encode()
-        pids = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    argv = f.read().split(b"\0")
-                with open("/proc/%s/environ" % d, "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if kind in argv and mark in env:
-                pids.append(int(d))
+        pids = [p.pid for p in dcpkit.processes()
+                if kind in p.argv and mark in p.environ]
         if every:
             return pids
-        return [p for p in pids if self._ppid(p) not in pids]
-
-    @staticmethod
-    def _ppid(pid):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                return int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
+        return [p for p in pids if dcpkit.Process(p).ppid not in pids]
 
     @property
     def cache(self):
@@ -153,7 +120,7 @@ class TestCase(unittest.TestCase):
         else:
             p = subprocess.run(cmd, input=stdin, capture_output=True, env=e,
                                timeout=timeout * SLOW)
-        r = Result(p, time.monotonic() - t0)
+        r = Result.decoded(p, time.monotonic() - t0)
         self.assertIn(r.returncode, (0, 75), "exit code not 0/75: %r" % r)
         return r
 
@@ -192,11 +159,12 @@ class TestCase(unittest.TestCase):
 
 
 class TapResult(unittest.TextTestResult):
-    """One TAP line per test method; failures of subTests count for it."""
+    """One TAP point per test method; failures of subTests count for it."""
+
+    tap = None  # the dcpkit.Tap that main() gives the run
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        self.n = 0
         self.diag = []
 
     def startTest(self, test):
@@ -226,15 +194,11 @@ class TapResult(unittest.TextTestResult):
 
     def stopTest(self, test):
         super().stopTest(test)
-        self.n += 1
         name = test.id().split(".", 1)[-1]
-        skipped = self.diag[:1] and self.diag[0].startswith("SKIP ")
-        if skipped:
-            print("ok %d - %s # %s" % (self.n, name, self.diag[0]), flush=True)
-            return
-        print("%s %d - %s" % ("not ok" if self.diag else "ok", self.n, name), flush=True)
-        for line in self.diag:
-            print("# " + line, flush=True)
+        if self.diag[:1] and self.diag[0].startswith("SKIP "):
+            self.tap.skip(name, self.diag[0][len("SKIP "):])
+        else:
+            self.tap.ok(not self.diag, name, "\n".join(self.diag))
 
 
 def main():
@@ -252,7 +216,8 @@ def main():
     if "-k" in args:
         loader.testNamePatterns = ["*%s*" % args[args.index("-k") + 1]]
     suite = loader.loadTestsFromModule(sys.modules["__main__"])
-    print("1..%d" % suite.countTestCases(), flush=True)
+    TapResult.tap = dcpkit.Tap()
+    TapResult.tap.plan(suite.countTestCases())
     with open(os.devnull, "w") as devnull:
         result = unittest.TextTestRunner(stream=devnull,
                                          resultclass=TapResult).run(suite)

@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import time
 
+import dcpkit
 from dcpkit import free_port
 from httpd import Server
 
@@ -298,9 +299,8 @@ class Nginx:
         return sum(1 for ln in self.lines() if path is None or ln[1] == path)
 
     def wait_count(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while self.count() < n and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """Wait until n requests are logged; how many there are then."""
+        dcpkit.wait_until(lambda: self.count() >= n, timeout, step=0.01)
         return self.count()
 
     def stop(self):

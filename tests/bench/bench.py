@@ -61,8 +61,6 @@ behind in the temp dir are stopped at exit.
 
 import argparse
 import ctypes
-import datetime
-import email.utils
 import hashlib
 import json
 import os
@@ -80,6 +78,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE = os.path.join(HERE, "callgrind-baseline")
 HTTPD_PY = os.path.join(os.path.dirname(HERE), "httpd.py")
 sys.path.insert(0, os.path.dirname(HERE))
+import dcpkit  # noqa: E402
 import tlstest  # noqa: E402
 
 SMALL_SIZE = 5 * 1024
@@ -129,9 +128,7 @@ def fold(prefix, data, width=76, indent=" "):
 
 
 def headers(now, auto=False):
-    utc = datetime.timezone.utc
-    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(now, utc))
-    date_sent = email.utils.format_datetime(datetime.datetime.fromtimestamp(now - 3, utc))
+    date, date_sent = dcpkit.date(now), dcpkit.date(now - 3)
     h = [
         "Return-Path: <alice@example.org>",
         "Delivered-To: bob@example.net",
@@ -160,7 +157,7 @@ def headers(now, auto=False):
     ]
     if auto:
         h.insert(6, "Auto-Submitted: auto-replied")
-    return ("\n".join(h) + "\n\n").encode()
+    return dcpkit.message(h, "")
 
 
 def body_block():
@@ -248,9 +245,8 @@ class Endpoint:
         return n
 
     def wait_count(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while self.count() < n and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """Wait until n requests are logged; how many there are then."""
+        dcpkit.wait_until(lambda: self.count() >= n, timeout, step=0.01)
         return self.count()
 
     def stop(self):
@@ -840,16 +836,12 @@ class Bench:
         if not getattr(self, "tmp", None):
             return
         mark = ("XDG_CACHE_HOME=" + self.tmp).encode()
-        me = os.getpid()
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == me:
-                continue
-            try:
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    if mark in f.read():
-                        os.kill(int(pid), signal.SIGTERM)
-            except OSError:
-                pass
+        for p in dcpkit.processes():
+            if any(e.startswith(mark) for e in p.environ):
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except OSError:
+                    pass
 
     def main(self):
         if not os.access(self.binary, os.X_OK):
@@ -979,15 +971,8 @@ def subreaper(on):
 
 def children():
     """Pids whose parent is this process, zombies included."""
-    me, out = os.getpid(), set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                    out.add(int(pid))
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
+    me = os.getpid()
+    return {p.pid for p in dcpkit.processes() if p.ppid == me}
 
 
 def reap(pids):

@@ -160,7 +160,7 @@ class Failures(dcptest.TestCase):
         srv.set_body_status(bad.encode(), None)
         r = self.run_bin(["--retry=caller", "-w", "1", "--timeout", "1", "-u", srv.url, good, bad], msg)
         self.assertDone(r)
-        time.sleep(1.5)
+        time.sleep(1.5)  # a trailing push (window 1 s) would have come by now
         self.assertEqual([q.body for q in srv.requests[n:]], [bad.encode()])
 
     def test_sigterm_during_request(self):

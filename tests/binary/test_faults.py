@@ -37,7 +37,7 @@ class Faults(dcptest.TestCase):
         env = dict(self.env, XDG_CACHE_HOME=cache)
         p = subprocess.run(cmd, input=stdin, capture_output=True, env=env,
                            timeout=30 * SLOW)
-        return dcptest.Result(p, 0)
+        return dcptest.Result.decoded(p, 0)
 
     def test_full_filesystem_still_notifies(self):
         srv = self.server()

@@ -103,7 +103,7 @@ class Promises(dcptest.TestCase):
                 for r in runs:
                     self.assertEqual(r.wait()[0], 0)
                 self.assert_every_message_pushed(srv, runs, 10 * SLOW)
-                time.sleep(1)
+                time.sleep(1)  # a push too many would have come by now
                 self.figures("stale trailing push, --burst %s" % burst, srv, runs)
                 times = [q.time - self.t0 for q in srv.requests]
                 # pushes start a second apart; under a wrapper a run's POST
@@ -152,7 +152,7 @@ class Promises(dcptest.TestCase):
         slow.p.kill()
         slow.p.wait()
         self.assert_every_message_pushed(srv, [first, second], 4 * SLOW)
-        time.sleep(2.5)
+        time.sleep(2.5)  # a push for the killed run would have come by now
         self.figures("slow writer killed", srv, [first, second])
         self.assertEqual(len(srv.requests), 2)
         self.assertTrue(wait_until(lambda: not self.owners(), 3 * SLOW))
@@ -276,7 +276,7 @@ class Promises(dcptest.TestCase):
         first = Run(self, args)
         self.assertEqual(first.wait()[0], 0)
         self.assertTrue(wait_until(lambda: self.owners(), 2 * SLOW))
-        time.sleep(2.2)
+        time.sleep(2.2)  # past the window after the failed try
         # a poke: tried at once (a window after the failed try) ...
         second = Run(self, args)
         self.assertEqual(second.wait()[0], 0)

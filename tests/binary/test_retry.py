@@ -69,7 +69,7 @@ class Retry(dcptest.TestCase):
         self.assertRegex(self.status(), r"owed=\d{4}-\S+Z next-try=\d{4}-\S+Z tries=1\n")
         # the detached process is started, not awaited
         self.assertTrue(wait_until(lambda: len(self.owed_pids()) == 1, 2 * SLOW))
-        time.sleep(2)
+        time.sleep(2)  # the endpoint stays down 2 s more
         srv = Server(port=port).start()
         self.servers.append(srv)
         self.assertEqual(srv.wait_for(1, 8 + 4 * SLOW), 1)
@@ -96,7 +96,7 @@ class Retry(dcptest.TestCase):
             self.assertLess(offset, step + 0.6 * SLOW, (i, offset))
         self.assertTrue(wait_until(lambda: self.log_lines("given up"), 3 * SLOW))
         self.assertTrue(wait_until(lambda: not self.owed_pids(), 3 * SLOW))
-        time.sleep(1.5)
+        time.sleep(1.5)  # a fifth try would have come by now
         self.assertEqual(len(srv.requests), 4)
         self.assertEqual(len(self.log_lines("given up")), 1)
         self.assertEqual(len(self.log_lines("owed push, try")), 3)
@@ -123,7 +123,7 @@ class Retry(dcptest.TestCase):
         self.assertGreaterEqual(srv.wait_for(2, 1 + 3 * SLOW), 2)
         time.sleep(2.5)  # a poke sent during the last try gets one more
         tries = len(srv.requests)
-        time.sleep(1.5)
+        time.sleep(1.5)  # a try too many would have come by now
         times = [q.time - t0 for q in srv.requests]
         self.assertEqual(len(times), tries, times)
         self.assertLessEqual(tries, 2 + spent, times)
@@ -135,13 +135,14 @@ class Retry(dcptest.TestCase):
         # pokes leave the schedule: its next step is still the first one
         mark = self.owed_mark()
         self.assertAlmostEqual((mark["next"] - mark["first"]) / 1e6, step, delta=0.01)
-        # the proxy is back: one push, at the schedule's step at the latest
+        # the proxy is back (a while after the last try): one push, at the
+        # schedule's step at the latest
         time.sleep(1.2)
         srv.set_statuses([], default="200")
         before = len(srv.requests)
         self.assertEqual(srv.wait_for(before + 1, step + 3 * SLOW), before + 1)
         self.assertTrue(wait_until(lambda: self.log_lines("settled on try"), 3 * SLOW))
-        time.sleep(2.5)
+        time.sleep(2.5)  # a push too many would have come by now
         self.assertEqual(len(srv.requests), before + 1)
         self.assertEqual(self.owed_pids(), [])
 
@@ -163,7 +164,7 @@ class Retry(dcptest.TestCase):
         self.assertTrue(wait_until(lambda: not self.owed_pids(), 3 * SLOW), pids)
         self.assertIsNone(self.owed_mark())
         self.assertEqual(len(self.log_lines("settled on try 2: 200 ok")), 1)
-        time.sleep(2.5)
+        time.sleep(2.5)  # a trailing or owed push would have come by now
         self.assertEqual(len(srv.requests), 2)  # nothing else owed or trailing
 
     def test_killed_owed_push_is_taken_over(self):

@@ -75,7 +75,7 @@ class TlsCase(dcptest.TestCase):
         self.assertIn("certificate", line, r)
         self.assertRegex(line, meaning, r)
         self.assertLess(r.elapsed, 3 * SLOW, r)
-        time.sleep(0.2)
+        time.sleep(0.2)  # the server has handled all the binary sent by now
         self.assertEqual(srv.requests, [])
         self.assertEqual(srv.connections, 1, srv.handshake_failures)
 
@@ -153,7 +153,7 @@ class Https(TlsCase):
                 conf = self.write("bad.conf", "[deltachat-push]\ncacert=%s\n" % path)
                 r = self.run_bin(["-c", conf, "-u", srv.url, TOKEN], message())
                 self.assertTempfail(r)
-        time.sleep(0.2)
+        time.sleep(0.2)  # the server has handled all the binary sent by now
         self.assertEqual(srv.requests, [])
         self.assertEqual(srv.handshake_failures, [])
 
@@ -173,7 +173,7 @@ class Https(TlsCase):
         status = self.run_bin(["--status", TOKEN], None)
         self.assertDone(status)
         self.assertRegex(status.stdout, r"owed=\d{4}-\d\d-\d\dT[^ ]* next-try=\d{4}-.* tries=1")
-        time.sleep(0.2)
+        time.sleep(0.2)  # the server has handled all the binary sent by now
         self.assertEqual(srv.requests, [])
 
     def test_unknown_ca_default_trust(self):
@@ -233,7 +233,7 @@ class HandshakeFaults(TlsCase):
         backend = self.tls_server()
         srv = self.raw_server("trickle", backend, delay=0.05)
         self.faulty(srv)
-        time.sleep(0.3)
+        time.sleep(0.3)  # anything relayed to the backend is in by now
         self.assertEqual(backend.requests, [])
 
     def test_trickle_within_the_budget_sends_once(self):
@@ -241,7 +241,7 @@ class HandshakeFaults(TlsCase):
         srv = self.raw_server("trickle", backend, delay=0.002)
         r = self.push(srv.url, timeout="30")
         self.assertDone(r)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a second request would be relayed by now
         self.assertEqual(backend.bodies(), [TOKEN.encode()])
         self.assertEqual(len(srv.received), 1)
         self.assertGreater(r.elapsed, 0.3)  # it did trickle

@@ -8,7 +8,6 @@ Pigeonhole Sieve) configured from scratch, a notification endpoint
 and helpers to start and reliably stop every process we start.
 """
 
-import email.utils
 import imaplib
 import os
 import pwd
@@ -29,7 +28,8 @@ for d in (HERE, os.path.dirname(HERE)):
     if os.path.exists(os.path.join(d, "httpd.py")):
         sys.path.insert(0, d)
         break
-from dcpkit import free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
+import dcpkit  # noqa: E402
+from dcpkit import Result, Tap, free_port, wait_port, wait_until  # noqa: E402,F401 (for the scenarios too)
 from httpd import Server  # noqa: E402
 
 EXAMPLES = None  # set by run.py: the examples/ directory (or its copy)
@@ -47,41 +47,6 @@ PH_SIEVE_BIN = "/usr/lib/dovecot/sieve-pipe"
 USER = "testuser"
 PASSWORD = "s3cret-test-password"
 TOKEN = "fcm-chat.delta:test-token-for-callers"
-
-
-# ---------------------------------------------------------------- TAP
-
-class Tap:
-    """Minimal TAP producer: ok/not ok lines, diagnostics, plan at the end."""
-
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-        self.lock = threading.Lock()
-
-    def ok(self, cond, desc, diag=None):
-        with self.lock:
-            self.n += 1
-            if cond:
-                print("ok %d - %s" % (self.n, desc), flush=True)
-            else:
-                self.failed += 1
-                print("not ok %d - %s" % (self.n, desc), flush=True)
-                if diag:
-                    self.diag(diag)
-        return cond
-
-    def diag(self, text):
-        for line in str(text).splitlines() or [""]:
-            print("# " + line, flush=True)
-
-    def info(self, text):
-        """A measured figure, printed as a TAP comment."""
-        self.diag(text)
-
-    def finish(self):
-        print("1..%d" % self.n, flush=True)
-        return 1 if self.failed or self.n == 0 else 0
 
 
 # ---------------------------------------------------------------- processes
@@ -114,6 +79,7 @@ class Procs:
 
     def run(self, argv, input=None, timeout=60, **kw):
         """Run to completion in its own group; kill the group on timeout."""
+        t0 = time.monotonic()
         p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
                              else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -127,11 +93,11 @@ class Procs:
         except subprocess.TimeoutExpired:
             killpg(p.pid, signal.SIGKILL)
             out, err = p.communicate()
-            return Result(None, out, err, True)
+            return Result(None, out, err, time.monotonic() - t0, timed_out=True)
         # What it left behind in its group (a trailing push, if it does
         # not leave the group) lives on until stop_all(), as it would
         # under a real caller.
-        return Result(p.returncode, out, err, False)
+        return Result(p.returncode, out, err, time.monotonic() - t0)
 
     def stop(self, p, sig=signal.SIGTERM, wait=5):
         if p.poll() is None:
@@ -153,15 +119,6 @@ class Procs:
             self.stop(p, wait=3)
         for pgid in self.groups:
             killpg(pgid, signal.SIGKILL)
-
-
-class Result:
-    def __init__(self, rc, out, err, timed_out):
-        self.rc, self.out, self.err, self.timed_out = rc, out, err, timed_out
-
-    def __repr__(self):
-        return "rc=%r timed_out=%r stdout=%r stderr=%r" % (
-            self.rc, self.timed_out, self.out[-2000:], self.err[-2000:])
 
 
 def killpg(pgid, sig):
@@ -317,26 +274,8 @@ exit $rc
         path, never by name."""
         mark = ("DCP_CALLERS_RUN=" + self.tmp).encode()
         exe = os.path.realpath(self.real_binary)
-        pids = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit() or int(d) == os.getpid():
-                continue
-            try:
-                if os.stat("/proc/" + d).st_uid != self.uid:
-                    continue
-                try:
-                    if os.readlink("/proc/%s/exe" % d) == exe:
-                        pids.append(int(d))
-                        continue
-                except OSError:
-                    pass
-                with open("/proc/%s/environ" % d, "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if mark in env:
-                pids.append(int(d))
-        return pids
+        return [p.pid for p in dcpkit.processes() if p.uid == self.uid and
+                (p.exe == exe or mark in p.environ)]
 
     def kill_leftovers(self):
         pids = self.leftovers()
@@ -388,7 +327,7 @@ exit $rc
              "-subj", "/CN=127.0.0.1",
              "-addext", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"],
             timeout=60)
-        if r.rc != 0:
+        if r.returncode != 0:
             raise RuntimeError("openssl req failed: %r" % r)
         os.chmod(key, 0o600)
         self.imaps_port = free_port()
@@ -426,7 +365,9 @@ exit $rc
             "group": self.group, "uid": self.uid, "cert": self.cert,
             "key": key, "sieve_conf": sieve,
             "instance": self.dovecot_instance}
-        values.update(version=first, syntax=syntax % values)
+        values.update(version=first, syntax=syntax % values,
+                      private=DOVECOT_PRIVATE % values,
+                      services=DOVECOT_SERVICES % values)
         conf = DOVECOT_CONF % values
         path = os.path.join(d, "dovecot.conf")
         with open(path, "w") as f:
@@ -438,17 +379,8 @@ exit $rc
         verbose_proctitle an imap process's title names the command it
         runs ("dovecot-INSTANCE/imap [testuser 127.0.0.1 IDLE]")."""
         want = ("%s/imap [" % self.dovecot_instance).encode()
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    title = f.read()
-            except OSError:
-                continue
-            if want in title and b" IDLE]" in title:
-                return True
-        return False
+        return any(want in p.cmdline and b" IDLE]" in p.cmdline
+                   for p in dcpkit.processes())
 
     def wait_idle(self, timeout=20):
         """Wait until getmail --idle is in IDLE again, so its pass over the
@@ -543,30 +475,29 @@ _seq = [0]
 
 def message(subject="test", received_ago=0, size=0, body=None, chat=True):
     """A small message as a receiving MTA would hand it to dovecot-lda:
-    with a Received field (the server's clock) of its own."""
+    with a Received field (the server's clock) of its own.  Returns
+    (Message-ID, bytes)."""
     _seq[0] += 1
-    mid = "<callers-%d-%d-%d@example.net>" % (os.getpid(), _seq[0],
-                                              int(time.time() * 1000))
-    when = email.utils.formatdate(time.time() - received_ago, usegmt=True)
-    head = ("Received: from mx.example.net (mx.example.net [192.0.2.1])\n"
-            "\tby mail.example.org (Postfix) with ESMTPS id 4ABCD%d\n"
-            "\tfor <%s@example.org>; %s\n"
-            "From: bob@example.net\n"
-            "To: %s@example.org\n"
-            "Subject: %s\n"
-            "Date: %s\n"
-            "Message-ID: %s\n"
-            "MIME-Version: 1.0\n"
-            % (_seq[0], USER, when, USER, subject, when, mid))
+    mid = dcpkit.message_id("callers", "example.net")
+    when = dcpkit.date(time.time() - received_ago)
+    fields = ["Received: from mx.example.net (mx.example.net [192.0.2.1])\n"
+              "\tby mail.example.org (Postfix) with ESMTPS id 4ABCD%d\n"
+              "\tfor <%s@example.org>; %s" % (_seq[0], USER, when),
+              "From: bob@example.net",
+              "To: %s@example.org" % USER,
+              "Subject: " + subject,
+              "Date: " + when,
+              "Message-ID: " + mid,
+              "MIME-Version: 1.0"]
     if chat:
-        head += "Chat-Version: 1.0\n"
-    head += "Content-Type: text/plain; charset=utf-8\n\n"
+        fields.append("Chat-Version: 1.0")
+    fields.append("Content-Type: text/plain; charset=utf-8")
     if body is None:
         body = "hello %d\n" % _seq[0]
     if size:
         line = ("x" * 75) + "\n"
         body = line * (size // len(line) + 1)
-    return mid, (head + body).encode()
+    return mid, dcpkit.message(fields, body)
 
 
 def dovecot_version():
@@ -583,38 +514,21 @@ def dovecot_version():
     return out, "2.3" if old else "2.4"
 
 
-# A private, unprivileged Dovecot: IMAPS on 127.0.0.1 for one passwd-file
-# user with a Maildir, and dovecot-lda with Sieve.  %(syntax)s is what 2.3
-# and 2.4 spell differently (DOVECOT_SYNTAX).
-DOVECOT_CONF = """\
-%(version)s# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+# What every private Dovecot of the tests has: its files under %(d)s, run
+# as one unprivileged user (%(user)s), its services not chrooted and their
+# sockets owned by that user.
+DOVECOT_PRIVATE = """\
 base_dir = %(d)s/run
 state_dir = %(d)s/state
 instance_name = %(instance)s
 log_path = %(d)s/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = required
-auth_mechanisms = plain login
 default_internal_user = %(user)s
 default_internal_group = %(group)s
 default_login_user = %(user)s
 first_valid_uid = %(uid)d
 last_valid_uid = 0
-first_valid_gid = 0
-mailbox_idle_check_interval = 30 secs
-verbose_proctitle = yes
-%(syntax)s
-service imap-login {
-  chroot =
-  inet_listener imap {
-    port = 0
-  }
-  inet_listener imaps {
-    port = %(port)d
-    ssl = yes
-  }
-}
+first_valid_gid = 0"""
+DOVECOT_SERVICES = """\
 service anvil {
   chroot =
 }
@@ -631,7 +545,32 @@ service stats {
   unix_listener stats-writer {
     user = %(user)s
   }
+}"""
+
+# A private, unprivileged Dovecot: IMAPS on 127.0.0.1 for one passwd-file
+# user with a Maildir, and dovecot-lda with Sieve.  %(syntax)s is what 2.3
+# and 2.4 spell differently (DOVECOT_SYNTAX).
+DOVECOT_CONF = """\
+%(version)s# Written by tests/callers/harness.py: a private, unprivileged Dovecot.
+%(private)s
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+auth_mechanisms = plain login
+mailbox_idle_check_interval = 30 secs
+verbose_proctitle = yes
+%(syntax)s
+service imap-login {
+  chroot =
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = %(port)d
+    ssl = yes
+  }
 }
+%(services)s
 protocol lda {
   postmaster_address = postmaster@example.org
 }

@@ -33,6 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
+import dcpkit  # noqa: E402  (harness put it on the path)
 import run  # noqa: E402
 
 ALICE = "alice@example.org"
@@ -57,20 +58,11 @@ CORE_GETMETADATA = (b'GETMETADATA "" (/shared/comment /shared/admin '
 # Delta Chat part (the example) is included at the end.
 SITE = """\
 %(head)s# Written by tests/callers/metadata.py.
-base_dir = %(d)s/run
-state_dir = %(d)s/state
-instance_name = %(instance)s
-log_path = %(d)s/dovecot.log
+%(private)s
 protocols = imap lmtp
 listen = 127.0.0.1
 ssl = no
 auth_mechanisms = plain
-default_internal_user = %(user)s
-default_internal_group = %(group)s
-default_login_user = %(user)s
-first_valid_uid = %(uid)d
-last_valid_uid = 0
-first_valid_gid = 0
 # no address-space limit on the services (256M by default): the lmtp
 # service runs deltachat-push, and AddressSanitizer builds of it reserve
 # terabytes of address space
@@ -93,23 +85,7 @@ service lmtp {
     port = %(lmtp)d
   }
 }
-service anvil {
-  chroot =
-}
-service auth {
-  unix_listener auth-userdb {
-    user = %(user)s
-    mode = 0600
-  }
-}
-service stats {
-  unix_listener stats-reader {
-    user = %(user)s
-  }
-  unix_listener stats-writer {
-    user = %(user)s
-  }
-}
+%(services)s
 !include %(example)s
 """
 
@@ -331,6 +307,8 @@ def start(w, tap, hook=True, name="dovecot"):
              imap=w.imap_port, lmtp=w.lmtp_port, example=example,
              instance="dcp-metadata-%s-%d" % (name, os.getpid()))
     v["storage"] %= v
+    v.update(private=harness.DOVECOT_PRIVATE % v,
+             services=harness.DOVECOT_SERVICES % v)
     conf = SITE % v
     w.dovecot_conf = os.path.join(d, "dovecot.conf")
     with open(w.dovecot_conf, "w") as f:
@@ -338,12 +316,12 @@ def start(w, tap, hook=True, name="dovecot"):
     r = w.procs.run(["/usr/bin/doveconf", "-n", "-c", w.dovecot_conf],
                     env=w.env(), timeout=30)
     what = "" if hook else " (login hook off)"
-    tap.ok(r.rc == 0 and not r.err.strip(),
+    tap.ok(r.returncode == 0 and not r.stderr.strip(),
            "Dovecot %s: doveconf -n accepts the example config%s"
            % (major, what), repr(r))
     r = w.procs.run(["/usr/bin/sievec", "-c", w.dovecot_conf, script],
                     env=w.env(), timeout=30)
-    tap.ok(r.rc == 0, "sievec compiles the after-script%s" % what, repr(r))
+    tap.ok(r.returncode == 0, "sievec compiles the after-script%s" % what, repr(r))
     w.dovecot = w.procs.start(["/usr/sbin/dovecot", "-F", "-c",
                                w.dovecot_conf],
                               log=os.path.join(d, "master.out"), env=w.env())
@@ -372,16 +350,16 @@ _seq = [0]
 def lmtp(w, rcpt=ALICE, sender="bob@example.net"):
     """Deliver one message over LMTP; returns (t0, took, ok)."""
     _seq[0] += 1
-    mid = "<metadata-%d-%d@example.net>" % (os.getpid(), _seq[0])
-    msg = ("Received: from mx.example.net by mail.example.org with ESMTPS "
-           "id M%d; %s\r\nFrom: %s\r\nTo: %s\r\nSubject: [...]\r\n"
-           "Message-ID: %s\r\nChat-Version: 1.0\r\nMIME-Version: 1.0\r\n"
-           "\r\nhello %d\r\n" % (_seq[0], time.strftime(
-               "%a, %d %b %Y %H:%M:%S +0000", time.gmtime()), sender, rcpt,
-               mid, _seq[0]))
+    msg = dcpkit.message([
+        "Received: from mx.example.net by mail.example.org with ESMTPS "
+        "id M%d; %s" % (_seq[0], dcpkit.date()),
+        "From: " + sender, "To: " + rcpt, "Subject: [...]",
+        "Message-ID: " + dcpkit.message_id("metadata", "example.net"),
+        "Chat-Version: 1.0", "MIME-Version: 1.0"],
+        "hello %d\n" % _seq[0], eol="\r\n")
     t0 = time.time()
     with smtplib.LMTP("127.0.0.1", w.lmtp_port, timeout=30) as c:
-        refused = c.sendmail(sender, [rcpt], msg.encode())
+        refused = c.sendmail(sender, [rcpt], msg)
     return t0, time.time() - t0, not refused
 
 

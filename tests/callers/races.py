@@ -250,7 +250,7 @@ class DuringRun:
             try:
                 c.recv(16)
                 _, m = h.message("race A: arrives during the run")
-                if self.w.deliver(m)[1].rc == 0:
+                if self.w.deliver(m)[1].returncode == 0:
                     self.delivered.append(time.time())
                 c.sendall(b"done\n")
             except OSError:
@@ -283,7 +283,7 @@ def trigger_b(ctx):
 
     def hold():
         _, m = h.message("race B: arrives after SELECT, before IDLE")
-        if ctx.w.deliver(m)[1].rc == 0:
+        if ctx.w.deliver(m)[1].returncode == 0:
             done.append(time.time())
     ctx.proxy.hold = hold
     _, m = h.message("race B: trigger")
@@ -310,7 +310,7 @@ def one_round(ctx, wait):
     srv = ctx.srv
     if not ctx.proxy.wait_idling(30):
         return None, None
-    time.sleep(0.2)
+    time.sleep(0.2)  # the same moment in each round: 0.2 s into IDLE
     base = len(srv.requests)
     t2 = ctx.trigger(ctx)
     if t2 is None:
@@ -368,7 +368,7 @@ def patched_rounds(ctx):
     delays = []
     for i in range(ROUNDS):
         delay, base = one_round(ctx, BOUND + 3)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a third push would have come by now
         pushed = len(srv.requests) - base if base is not None else -1
         ok = delay is not None and delay <= BOUND and pushed == 2
         tap.ok(ok, "patched getmail, race %s round %d: the racing message "
@@ -440,19 +440,19 @@ def race(w, tap, name, trigger):
         argv = run.getmail_idle(w, proxy.port, during.mda)
         pp = unit_pythonpath(w)
         r = apply_script(w, "--check")
-        tap.ok(r.rc == 1 and b"no copy" in r.err, "before the apply "
+        tap.ok(r.returncode == 1 and b"no copy" in r.stderr, "before the apply "
                "script, --check says there is no patched copy", repr(r))
         # The unit's PYTHONPATH is set, the copy is not there yet.
         phase(ctx, argv, pp, stock_rounds, "stock")
         r = apply_script(w)
-        tap.ok(r.rc == 0 and not r.err and b"patched copy of getmail" in
-               r.out, "getmail6-idle-race-apply makes the patched copy",
+        tap.ok(r.returncode == 0 and not r.stderr and b"patched copy of getmail" in
+               r.stdout, "getmail6-idle-race-apply makes the patched copy",
                repr(r))
         r = apply_script(w, "--check")
         where = os.path.join(pp, "getmailcore", "_retrieverbases.py")
-        tap.ok(r.rc == 0 and where.encode() in r.out, "--check finds it "
+        tap.ok(r.returncode == 0 and where.encode() in r.stdout, "--check finds it "
                "where the unit's PYTHONPATH points", repr(r))
-        tap.info(r.out.decode().strip())
+        tap.info(r.stdout.decode().strip())
         phase(ctx, argv, pp, patched_rounds, "patched")
         tap.ok(pyc_in(pp), "getmail imported _retrieverbases from the copy",
                "nothing compiled under %s" % pp)
@@ -521,7 +521,7 @@ def vanish_round(w, proxy, tag):
     steps = []
 
     def on_done(match):
-        if w.deliver(m2)[1].rc == 0:
+        if w.deliver(m2)[1].returncode == 0:
             steps.append("delivered 2")
 
     def on_fetch(match):
@@ -569,7 +569,7 @@ def scenario_vanished(w, tap):
             w.procs.stop(g)
 
         r = apply_script(w)
-        tap.ok(r.rc == 0 and b"vanished 1" in r.out, "getmail6-idle-race-"
+        tap.ok(r.returncode == 0 and b"vanished 1" in r.stdout, "getmail6-idle-race-"
                "apply makes the patched copy (with the vanished fix)",
                repr(r))
 
@@ -598,7 +598,7 @@ def patched_vanish(w, tap, srv, proxy, g, tag):
     """One vanish_round with patched getmail, the server answering the
     FETCH of the expunged message as tag says."""
     log = w.path("getmail.log")
-    time.sleep(0.3)
+    proxy.wait_idling(10)  # getmail's last pass, and what it handed over, are done
     before = handed_over(w)
     logged = vanished_logged(log)
     base = len(srv.requests)
@@ -606,7 +606,7 @@ def patched_vanish(w, tap, srv, proxy, g, tag):
     tap.ok(steps == 2, "patched getmail, %s: message 2 came in during DONE, "
            "message 1 was expunged during its FETCH" % tag, "steps %d" % steps)
     srv.wait_for(base + 1, 15)
-    time.sleep(1)
+    time.sleep(1)  # another hand-over or push would have come by now
     now = handed_over(w)[len(before):]
     tap.ok(now == [mid2] and len(srv.requests) == base + 1,
            "patched getmail, %s: skips the vanished message and hands over "

@@ -204,6 +204,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def alive(pid):
+    """Whether we can signal the process pid (root: whether it exists)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 def start_postfix(ports):
     """A private Postfix as root (its master must be); returns (directory,
     stop function)."""
@@ -230,15 +239,8 @@ def start_postfix(ports):
         except (OSError, ValueError, IndexError):
             pass
         subprocess.run(cmd + ["abort"], capture_output=True, timeout=30)
-        if pid:
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except OSError:
-                    break
-                time.sleep(0.1)
-            else:
-                h.killpg(pid, signal.SIGKILL)
+        if pid and not wait_until(lambda: not alive(pid), 5):
+            h.killpg(pid, signal.SIGKILL)
         shutil.rmtree(d, ignore_errors=True)
     if r.returncode != 0:
         log = h.tail(os.path.join(d, "maillog"))
@@ -392,23 +394,26 @@ def start_dovecot(w, tap, ports):
     metadata.conf and the Sieve after-script), on the ports Postfix was
     given, plus SMTP AUTH for Postfix (an auth listener on 127.0.0.1)
     and cleartext logins (loopback only, no TLS)."""
-    site = metadata.SITE.replace(
+    services = h.DOVECOT_SERVICES.replace(
         "service auth {\n",
         "service auth {\n  inet_listener auth-smtp {\n    %(listen)s = 127.0.0.1\n"
-        "    port = %(auth)d\n  }\n").replace(
+        "    port = %(auth)d\n  }\n")
+    site = metadata.SITE.replace(
         "auth_mechanisms = plain\n",
         "auth_mechanisms = plain login\n%(cleartext)s\n")
+    if services == h.DOVECOT_SERVICES or site == metadata.SITE:
+        raise RuntimeError("the metadata scenario's Dovecot configuration changed")
     metadata.VERSIONS["2.3"]["cleartext"] = "disable_plaintext_auth = no"
     metadata.VERSIONS["2.4"]["cleartext"] = "auth_allow_cleartext = yes"
     for v in metadata.VERSIONS.values():
         v["auth"] = ports["auth"]
     given = [ports["imap"], ports["lmtp"]]
-    saved = metadata.SITE, h.free_port
-    metadata.SITE, h.free_port = site, lambda: given.pop(0)
+    saved = metadata.SITE, h.DOVECOT_SERVICES, h.free_port
+    metadata.SITE, h.DOVECOT_SERVICES, h.free_port = site, services, lambda: given.pop(0)
     try:
         major, homes = metadata.start(w, tap)
     finally:
-        metadata.SITE, h.free_port = saved
+        metadata.SITE, h.DOVECOT_SERVICES, h.free_port = saved
     if not h.wait_port(ports["auth"], 20):
         raise RuntimeError("Dovecot's auth listener did not start")
     return major, homes
@@ -567,7 +572,7 @@ def store_token(w, tap, ports, homes):
                             for n in NAPI_STUBS))
         r = w.procs.run(["cc", "-shared", "-fPIC", "-o", stub,
                          stub[:-3] + ".c"], env=w.env(), timeout=60)
-        if r.rc == 0:
+        if r.returncode == 0:
             dev = w.procs.start(
                 [sys.executable, os.path.abspath(__file__), "--device",
                  lib, stub, w.path("core", "accounts-1.138"), ALICE,
@@ -683,7 +688,7 @@ def start_getmail(w, tap, ports):
               dest=os.path.join(w.home, ".config", "deltachat-push",
                                 "config"))
     r = races.apply_script(w)
-    tap.ok(r.rc == 0 and b"vanished 1" in r.out, "getmail6-idle-race-apply "
+    tap.ok(r.returncode == 0 and b"vanished 1" in r.stdout, "getmail6-idle-race-apply "
            "makes the patched copy", repr(r))
     argv = ["getmail", "--getmaildir", gdir, "--rcfile", "deltachat-push",
             "--idle", "INBOX"]
