@@ -124,6 +124,25 @@ sleep_or_poke (gint64 t, const sigset_t *while_asleep)
   poked = 0;
 }
 
+/* Into m, the state of a token whose cache was removed under us: what
+ * the removed mark said (still readable through our fd 3: an owed push's
+ * first failure and tries, say) and what we know.  Messages it covered
+ * since our last look were known only to the lost state: one more push,
+ * from now on, covers them; and as only the lost state knew when the
+ * last push left, that is taken as now, so the next one still comes a
+ * second after any push before. */
+static void
+merge_lost (DcpMachine *m, const DcpMachine *mine)
+{
+  DcpMachine was = DCP_MACHINE_INIT;
+
+  if (dcp_mark_read_fd (DCP_SPAWN_MARK_FD, &was))
+    dcp_machine_merge (m, &was);
+  dcp_machine_merge (m, mine);
+  m->wanted = MAX (m->wanted, g_get_real_time ());
+  m->last = MAX (m->last, m->wanted);
+}
+
 /* The cache was removed under us: make our mark again from what we knew,
  * unless a newer one has a live owner of its own (which then learns what
  * we owe).  FALSE: we are done. */
@@ -131,7 +150,6 @@ static gboolean
 remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine *mine)
 {
   g_autoptr (GError) error = NULL;
-  DcpMachine was = DCP_MACHINE_INIT;
   DcpMarkHold h;
   int fd;
 
@@ -145,17 +163,7 @@ remake_mark (DcpRun *r, const gchar *token, const gchar *shown, const DcpMachine
                shown, error ? error->message : "unusable");
       return TRUE;
     }
-  /* what the removed mark said (still readable through our fd 3: an
-   * owed push's first failure and tries, say), and what we know */
-  if (dcp_mark_read_fd (DCP_SPAWN_MARK_FD, &was))
-    dcp_machine_merge (&h.m, &was);
-  dcp_machine_merge (&h.m, mine);
-  /* messages it covered since our last look were known only to the lost
-   * state: one more push, from now on, covers them; and as only the lost
-   * state knew when the last push left, take it as now, so the next one
-   * still comes a second after any push before */
-  h.m.wanted = MAX (h.m.wanted, g_get_real_time ());
-  h.m.last = MAX (h.m.last, h.m.wanted);
+  merge_lost (&h.m, mine);
   if (h.owner_live)
     {
       DcpStep step = { .pid = h.pid };
